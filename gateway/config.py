@@ -1,0 +1,340 @@
+"""Routing policy: the one YAML file that configures the gateway.
+
+Every model here is strict (``extra="forbid"``): a misspelt key is an error with its field path, found
+once at start-up rather than silently ignored. Strings may reference the environment as ``${NAME}`` or
+``${NAME:-default}``; that is how URLs and secrets stay out of the file.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+class PolicyError(Exception):
+    """A policy file that cannot be used; ``errors`` holds one ``path: message`` line per problem."""
+
+    def __init__(self, source: str, errors: list[str]) -> None:
+        self.source = source
+        self.errors = errors
+        super().__init__(f"invalid policy {source}:\n" + "\n".join(f"  {e}" for e in errors))
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ServerConfig(_Strict):
+    host: str = "127.0.0.1"
+    """Interface `slmgw serve` binds to unless --host is given."""
+    port: int = Field(8080, ge=1, le=65535)
+    """TCP port `slmgw serve` listens on unless --port is given."""
+    max_body_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    """Requests with a larger body are refused with 413 before they are parsed."""
+    max_messages: int = Field(1000, ge=1)
+    """Chat requests with more messages than this are refused with 400."""
+
+
+class ApiKey(_Strict):
+    key: str = Field(min_length=1)
+    """The bearer token clients send (`Authorization: Bearer ...`)."""
+    tenant: str = "default"
+    """Name the key's requests are recorded and cached under."""
+
+
+class AuthConfig(_Strict):
+    api_keys: list[ApiKey] = Field(default_factory=list)
+    """Client keys. Empty means the gateway accepts requests without a key (development only)."""
+    admin_keys: list[str] = Field(default_factory=list)
+    """Keys for the /admin routes."""
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _plain_strings(cls, value: Any) -> Any:
+        # A bare string is the short form of {key: ...}; empty strings (an unset ${VAR:-}) are dropped.
+        if isinstance(value, list):
+            out: list[Any] = []
+            for item in value:
+                if isinstance(item, str):
+                    if item:
+                        out.append({"key": item})
+                else:
+                    out.append(item)
+            return out
+        return value
+
+    @field_validator("admin_keys", mode="before")
+    @classmethod
+    def _drop_empty(cls, value: Any) -> Any:
+        return [v for v in value if v] if isinstance(value, list) else value
+
+
+class SlmCost(_Strict):
+    """SLM cost, either per token or from GPU time (issue 6 owns the formula; see docs)."""
+
+    usd_per_1m_tokens: float | None = Field(None, ge=0)
+    gpu_hour_usd: float | None = Field(None, ge=0)
+    tokens_per_second: float | None = Field(None, gt=0)
+
+
+class SlmBackend(_Strict):
+    """A model served by vLLM's OpenAI-compatible server (a base model or one LoRA adapter)."""
+
+    base_urls: list[str] = Field(min_length=1)
+    """OpenAI API roots of the vLLM replicas serving this model, e.g. http://vllm:8000/v1.
+    `base_url: URL` is accepted for a single replica."""
+    model: str = Field(min_length=1)
+    """Served model name on vLLM: the LoRA adapter name from --lora-modules, or --served-model-name."""
+    context_length: int = Field(4096, ge=16)
+    """The model's context window (vLLM --max-model-len) in tokens."""
+    timeout_s: float = Field(60.0, gt=0)
+    """Whole-request timeout; on expiry the request escalates to the fallback LLM."""
+    connect_timeout_s: float = Field(2.0, gt=0)
+    """Connect timeout; a refused or slow connection escalates quickly."""
+    api_key: str | None = None
+    """Bearer token for vLLM's --api-key, if it has one."""
+    base_model: str | None = None
+    """For `slmgw serving plan`: the base model vLLM loads (HF id or path)."""
+    adapter_path: str | None = None
+    """For `slmgw serving plan`: the LoRA adapter directory served as `model`; unset when `model`
+    is the base model itself."""
+    cost: SlmCost | None = None
+    """What this SLM costs to run; see `SlmCost`."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _single_url(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "base_url" in data:
+            data = dict(data)
+            url = data.pop("base_url")
+            if "base_urls" in data:
+                raise ValueError("give either base_url or base_urls, not both")
+            data["base_urls"] = [url]
+        return data
+
+    @field_validator("base_urls")
+    @classmethod
+    def _http_urls(cls, urls: list[str]) -> list[str]:
+        for url in urls:
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{url!r} is not an http(s) URL")
+        return [u.rstrip("/") for u in urls]
+
+
+class LlmBackend(_Strict):
+    """A hosted LLM reached through litellm."""
+
+    model: str = Field(min_length=1)
+    """litellm model string, e.g. openai/gpt-4o-mini, anthropic/claude-3-5-haiku-latest."""
+    api_base: str | None = None
+    """Override of the provider's API root (Azure, a proxy, or a local OpenAI-compatible server)."""
+    api_key: str | None = None
+    """Provider key; leave unset to let litellm read the provider's usual environment variable."""
+    timeout_s: float = Field(120.0, gt=0)
+    """Per-attempt timeout."""
+    max_retries: int = Field(0, ge=0, le=10)
+    """Retries of a failed call on this backend before the next backend in the fallback chain."""
+    input_usd_per_1m: float | None = Field(None, ge=0)
+    """Price override per 1M prompt tokens; default: litellm's bundled cost map."""
+    output_usd_per_1m: float | None = Field(None, ge=0)
+    """Price override per 1M completion tokens; default: litellm's bundled cost map."""
+
+    @field_validator("api_base", "api_key", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+
+class Domain(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    """Domain label, as the router's classes name it; also the public model name clients may ask for."""
+    description: str = ""
+    """What belongs here (documentation, shown in /v1/models)."""
+    backend: str
+    """Name of the SLM backend (under slm_backends) that serves this domain."""
+    keywords: list[str] = Field(default_factory=list)
+    """Keyword router only: words or phrases (case-insensitive) that mark a request as this domain."""
+    threshold: float | None = Field(None, ge=0.0, le=1.0)
+    """Per-domain confidence threshold; defaults to router.threshold."""
+
+
+class RouterConfig(_Strict):
+    kind: Literal["keyword", "classifier"] = "keyword"
+    """keyword: match domain keywords (no training); classifier: a trained scikit-learn model."""
+    threshold: float = Field(0.5, ge=0.0, le=1.0)
+    """Confidence a request needs to go to its domain's SLM; below it, the fallback LLM answers."""
+    model_path: str | None = None
+    """Classifier router only: path of the trained router artifact (relative to the policy file)."""
+    max_chars: int = Field(4000, ge=100)
+    """Cap on the text the router looks at, so an enormous prompt does not slow the decision."""
+
+    @model_validator(mode="after")
+    def _needs_model(self) -> RouterConfig:
+        if self.kind == "classifier" and not self.model_path:
+            raise ValueError("router.kind 'classifier' needs router.model_path")
+        return self
+
+
+class FallbackConfig(_Strict):
+    llm: list[str] = Field(min_length=1)
+    """LLM backends tried in order for general, low-confidence or failed requests. A single name is
+    accepted."""
+
+    @field_validator("llm", mode="before")
+    @classmethod
+    def _one_name(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
+class EmbeddingsConfig(_Strict):
+    backend: str
+    """Backend (an slm_backends or llm_backends name) that answers /v1/embeddings for model 'auto'."""
+
+
+class CacheConfig(_Strict):
+    """Response cache (issue 5 extends this)."""
+
+    enabled: bool = True
+    redis_url: str | None = None
+    """Redis URL; unset means an in-process LRU (one gateway process only)."""
+
+
+class LedgerConfig(_Strict):
+    """Request ledger (issue 6 extends this)."""
+
+    url: str = "sqlite+aiosqlite:///slmgw-ledger.sqlite"
+    """SQLAlchemy async URL: sqlite+aiosqlite:///FILE or postgresql+asyncpg://..."""
+
+
+class CostsConfig(_Strict):
+    """Cost model (issue 6 extends this)."""
+
+    baseline_llm: str | None = None
+    """litellm model string the app would have used without the gateway; default: first fallback."""
+
+
+class Policy(_Strict):
+    version: Literal[1] = 1
+    server: ServerConfig = Field(default_factory=ServerConfig)  # type: ignore[arg-type]
+    auth: AuthConfig = Field(default_factory=AuthConfig)
+    slm_backends: dict[str, SlmBackend] = Field(default_factory=dict)
+    llm_backends: dict[str, LlmBackend] = Field(min_length=1)
+    domains: list[Domain] = Field(default_factory=list)
+    router: RouterConfig = Field(default_factory=RouterConfig)  # type: ignore[arg-type]
+    fallback: FallbackConfig
+    embeddings: EmbeddingsConfig | None = None
+    cache: CacheConfig = Field(default_factory=CacheConfig)
+    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
+    costs: CostsConfig = Field(default_factory=CostsConfig)
+    base_dir: str = Field(".", exclude=True)
+    """Directory of the policy file; relative paths in the policy are resolved against it."""
+
+    @model_validator(mode="after")
+    def _references(self) -> Policy:
+        errors: list[str] = []
+        seen: set[str] = set()
+        for i, dom in enumerate(self.domains):
+            if dom.backend not in self.slm_backends:
+                errors.append(f"domains.{i}.backend: unknown SLM backend {dom.backend!r}")
+            if dom.name in seen:
+                errors.append(f"domains.{i}.name: duplicate domain {dom.name!r}")
+            seen.add(dom.name)
+        for i, name in enumerate(self.fallback.llm):
+            if name not in self.llm_backends:
+                errors.append(f"fallback.llm.{i}: unknown LLM backend {name!r}")
+        for name in self.llm_backends:
+            if name in seen or name == "auto":
+                errors.append(f"llm_backends.{name}: name clashes with a domain or 'auto'")
+        if self.embeddings and self.embeddings.backend not in {*self.slm_backends, *self.llm_backends}:
+            errors.append(f"embeddings.backend: unknown backend {self.embeddings.backend!r}")
+        if errors:
+            raise ValueError("; ".join(errors))
+        return self
+
+    def domain(self, name: str) -> Domain | None:
+        return next((d for d in self.domains if d.name == name), None)
+
+    def resolve_path(self, path: str) -> Path:
+        p = Path(path).expanduser()
+        return p if p.is_absolute() else Path(self.base_dir) / p
+
+
+def interpolate(value: Any, env: dict[str, str] | None = None, path: str = "",
+                errors: list[str] | None = None) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string.
+
+    An unset variable without a default is reported in ``errors`` (or raised as PolicyError when no
+    list is given) and replaced by an empty string, so validation can go on and report the rest.
+    """
+    environ = os.environ if env is None else env
+    own = errors is None
+    errs: list[str] = [] if errors is None else errors
+    if isinstance(value, dict):
+        out: Any = {k: interpolate(v, environ, f"{path}.{k}" if path else str(k), errs)
+                    for k, v in value.items()}
+    elif isinstance(value, list):
+        out = [interpolate(v, environ, f"{path}.{i}", errs) for i, v in enumerate(value)]
+    elif isinstance(value, str):
+        def sub(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if environ.get(name, "") != "":
+                return environ[name]
+            if default is not None:
+                return default
+            errs.append(f"{path}: environment variable {name} is not set (or use ${{{name}:-default}})")
+            return ""
+
+        out = _ENV_REF.sub(sub, value)
+    else:
+        out = value
+    if own and errs:
+        raise PolicyError("<policy>", errs)
+    return out
+
+
+def parse_policy(raw: Any, source: str = "<policy>", base_dir: str = ".",
+                 env: dict[str, str] | None = None) -> Policy:
+    """Validate an already-loaded YAML document; every problem is reported, each with its path."""
+    if not isinstance(raw, dict):
+        raise PolicyError(source, ["(root): the policy must be a mapping"])
+    errors: list[str] = []
+    data = interpolate(raw, env, errors=errors)
+    try:
+        policy = Policy.model_validate({**data, "base_dir": base_dir})
+    except ValidationError as exc:
+        errors.extend(_format_errors(exc))
+    if errors:
+        raise PolicyError(source, errors)
+    return policy
+
+
+def _format_errors(exc: ValidationError) -> list[str]:
+    out = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(root)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        out.append(f"{loc}: {msg}")
+    return out
+
+
+def load_policy(path: str | Path, env: dict[str, str] | None = None) -> Policy:
+    """Read, interpolate and validate a policy file. Raises PolicyError with every problem found."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise PolicyError(str(p), [f"cannot read file: {exc.strerror or exc}"]) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise PolicyError(str(p), [f"not valid YAML: {exc}"]) from None
+    return parse_policy(raw, str(p), str(p.resolve().parent), env)
