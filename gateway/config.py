@@ -77,11 +77,29 @@ class AuthConfig(_Strict):
 
 
 class SlmCost(_Strict):
-    """SLM cost, either per token or from GPU time (issue 6 owns the formula; see docs)."""
+    """SLM cost, either per token or from GPU time (formulas in docs/costs.md).
+
+    Per token: ``cost = (prompt + completion tokens) / 1e6 * usd_per_1m_tokens``.
+    GPU time: ``cost = (prompt + completion tokens) / (tokens_per_second * 3600) * gpu_hour_usd``.
+    """
 
     usd_per_1m_tokens: float | None = Field(None, ge=0)
+    """Price per 1M tokens (prompt + completion), e.g. a provider's price or your own amortised figure."""
     gpu_hour_usd: float | None = Field(None, ge=0)
+    """What one hour of the GPU(s) serving this model costs; needs tokens_per_second."""
     tokens_per_second: float | None = Field(None, gt=0)
+    """Aggregate throughput (prompt + completion tokens per second, all concurrent requests together)
+    the GPU sustains at your usual load; the GPU-hour is spread over this many tokens."""
+
+    @model_validator(mode="after")
+    def _one_way(self) -> SlmCost:
+        per_token = self.usd_per_1m_tokens is not None
+        per_hour = self.gpu_hour_usd is not None or self.tokens_per_second is not None
+        if per_token and per_hour:
+            raise ValueError("give either usd_per_1m_tokens or gpu_hour_usd + tokens_per_second, not both")
+        if per_hour and (self.gpu_hour_usd is None or self.tokens_per_second is None):
+            raise ValueError("gpu_hour_usd needs tokens_per_second (and the other way round)")
+        return self
 
 
 class SlmBackend(_Strict):
@@ -174,6 +192,9 @@ class RouterConfig(_Strict):
     """Classifier router only: path of the trained router artifact (relative to the policy file)."""
     max_chars: int = Field(4000, ge=100)
     """Cap on the text the router looks at, so an enormous prompt does not slow the decision."""
+    shadow: bool = False
+    """Shadow mode: every request goes to the fallback LLM while the ledger records where the router
+    would have sent it (`would_route`), so reports can show the would-be savings before SLMs get traffic."""
 
     @model_validator(mode="after")
     def _needs_model(self) -> RouterConfig:
@@ -207,17 +228,43 @@ class CacheConfig(_Strict):
 
 
 class LedgerConfig(_Strict):
-    """Request ledger (issue 6 extends this)."""
+    """Request ledger: one row per request, written in batches off the response path."""
 
     url: str = "sqlite+aiosqlite:///slmgw-ledger.sqlite"
-    """SQLAlchemy async URL: sqlite+aiosqlite:///FILE or postgresql+asyncpg://..."""
+    """SQLAlchemy async URL: sqlite+aiosqlite:///FILE (a relative FILE is resolved against the policy's
+    directory) or postgresql+asyncpg://USER@HOST/DB for several gateway replicas."""
+    store_prompts: bool = False
+    """Store the prompt text with each row. Off by default (privacy): only counts and routing facts."""
+    batch_size: int = Field(500, ge=1, le=10_000)
+    """Most rows written in one INSERT."""
+    flush_interval_s: float = Field(1.0, gt=0)
+    """How often buffered rows are written; a full batch is written at once."""
+    buffer_max: int = Field(10_000, ge=1)
+    """Rows held in memory while the store is unreachable; beyond this they spill to `spill_dir`."""
+    spill_dir: str = ".slmgw/ledger-spill"
+    """Directory for spilled rows (JSONL files, relative to the policy's directory); replayed into the
+    store when it is back, then deleted."""
+    write_timeout_s: float = Field(10.0, gt=0)
+    """A batch write taking longer than this counts as a failure (the rows are kept and retried)."""
+    retry_max_s: float = Field(30.0, gt=0)
+    """Longest wait between retries while the store is down (the wait doubles from flush_interval_s)."""
+    migrate: bool = True
+    """Apply the ledger's schema migrations at start-up (alembic, versioned, shipped in the package)."""
 
 
 class CostsConfig(_Strict):
-    """Cost model (issue 6 extends this)."""
+    """Cost model: prices of actual routes and of the savings baseline (docs/costs.md)."""
 
     baseline_llm: str | None = None
-    """litellm model string the app would have used without the gateway; default: first fallback."""
+    """litellm model string the app would have used without the gateway; default: the model of the
+    first fallback LLM backend (with that backend's price overrides)."""
+    baseline_input_usd_per_1m: float | None = Field(None, ge=0)
+    """Baseline price per 1M prompt tokens; default: litellm's bundled cost map for baseline_llm."""
+    baseline_output_usd_per_1m: float | None = Field(None, ge=0)
+    """Baseline price per 1M completion tokens; default: litellm's bundled cost map for baseline_llm."""
+    require_prices: bool = True
+    """Refuse to start when an LLM backend's model has no known price (not in litellm's map and no
+    override). False prices such a backend at 0 and logs a warning (its costs are then understated)."""
 
 
 class Policy(_Strict):
