@@ -83,11 +83,11 @@ class SlmCost(_Strict):
     GPU time: ``cost = (prompt + completion tokens) / (tokens_per_second * 3600) * gpu_hour_usd``.
     """
 
-    usd_per_1m_tokens: float | None = Field(None, ge=0)
+    usd_per_1m_tokens: float | None = Field(default=None, ge=0)
     """Price per 1M tokens (prompt + completion), e.g. a provider's price or your own amortised figure."""
-    gpu_hour_usd: float | None = Field(None, ge=0)
+    gpu_hour_usd: float | None = Field(default=None, ge=0)
     """What one hour of the GPU(s) serving this model costs; needs tokens_per_second."""
-    tokens_per_second: float | None = Field(None, gt=0)
+    tokens_per_second: float | None = Field(default=None, gt=0)
     """Aggregate throughput (prompt + completion tokens per second, all concurrent requests together)
     the GPU sustains at your usual load; the GPU-hour is spread over this many tokens."""
 
@@ -235,18 +235,18 @@ class LedgerConfig(_Strict):
     directory) or postgresql+asyncpg://USER@HOST/DB for several gateway replicas."""
     store_prompts: bool = False
     """Store the prompt text with each row. Off by default (privacy): only counts and routing facts."""
-    batch_size: int = Field(500, ge=1, le=10_000)
+    batch_size: int = Field(default=500, ge=1, le=10_000)
     """Most rows written in one INSERT."""
-    flush_interval_s: float = Field(1.0, gt=0)
+    flush_interval_s: float = Field(default=1.0, gt=0)
     """How often buffered rows are written; a full batch is written at once."""
-    buffer_max: int = Field(10_000, ge=1)
+    buffer_max: int = Field(default=10_000, ge=1)
     """Rows held in memory while the store is unreachable; beyond this they spill to `spill_dir`."""
     spill_dir: str = ".slmgw/ledger-spill"
     """Directory for spilled rows (JSONL files, relative to the policy's directory); replayed into the
     store when it is back, then deleted."""
-    write_timeout_s: float = Field(10.0, gt=0)
+    write_timeout_s: float = Field(default=10.0, gt=0)
     """A batch write taking longer than this counts as a failure (the rows are kept and retried)."""
-    retry_max_s: float = Field(30.0, gt=0)
+    retry_max_s: float = Field(default=30.0, gt=0)
     """Longest wait between retries while the store is down (the wait doubles from flush_interval_s)."""
     migrate: bool = True
     """Apply the ledger's schema migrations at start-up (alembic, versioned, shipped in the package)."""
@@ -258,9 +258,9 @@ class CostsConfig(_Strict):
     baseline_llm: str | None = None
     """litellm model string the app would have used without the gateway; default: the model of the
     first fallback LLM backend (with that backend's price overrides)."""
-    baseline_input_usd_per_1m: float | None = Field(None, ge=0)
+    baseline_input_usd_per_1m: float | None = Field(default=None, ge=0)
     """Baseline price per 1M prompt tokens; default: litellm's bundled cost map for baseline_llm."""
-    baseline_output_usd_per_1m: float | None = Field(None, ge=0)
+    baseline_output_usd_per_1m: float | None = Field(default=None, ge=0)
     """Baseline price per 1M completion tokens; default: litellm's bundled cost map for baseline_llm."""
     require_prices: bool = True
     """Refuse to start when an LLM backend's model has no known price (not in litellm's map and no

@@ -1,0 +1,82 @@
+"""Engine creation and schema migrations for the ledger store (SQLite file or PostgreSQL)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+VERSION_TABLE = "slmgw_ledger_version"
+"""Alembic's version table for the ledger (its own name, so the database can host other schemas)."""
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+_PG_LOCK_KEY = 0x534C4D4757  # "SLMGW": replicas starting together migrate one at a time
+
+
+def normalize_url(url: str, base_dir: str | Path = ".") -> str:
+    """Async driver for plain URLs (``postgresql://`` -> asyncpg, ``sqlite://`` -> aiosqlite) and a
+    relative SQLite file resolved against ``base_dir`` (the policy's directory)."""
+    u = make_url(url)
+    if u.drivername in ("postgresql", "postgres", "postgresql+psycopg2", "postgresql+psycopg"):
+        u = u.set(drivername="postgresql+asyncpg")
+    elif u.drivername in ("sqlite", "sqlite+pysqlite"):
+        u = u.set(drivername="sqlite+aiosqlite")
+    if u.drivername.startswith("sqlite") and u.database and u.database != ":memory:":
+        path = Path(u.database).expanduser()
+        if not path.is_absolute():
+            path = Path(base_dir) / path
+        u = u.set(database=str(path.resolve()))
+    return u.render_as_string(hide_password=False)
+
+
+def create_engine(url: str, *, connect_timeout_s: float = 5.0) -> AsyncEngine:
+    """An async engine for the ledger; SQLite gets WAL (reports read while the writer writes)."""
+    u = make_url(url)
+    kwargs: dict[str, Any] = {"pool_pre_ping": True}
+    if u.drivername.startswith("sqlite"):
+        if u.database and u.database != ":memory:":
+            Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+        kwargs["connect_args"] = {"timeout": 30}
+    elif u.drivername.startswith("postgresql"):
+        kwargs.update(pool_size=2, max_overflow=2, connect_args={"timeout": connect_timeout_s})
+    engine = create_async_engine(u, **kwargs)
+    if u.drivername.startswith("sqlite"):
+        @sa.event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.close()
+    return engine
+
+
+def _upgrade(sync_conn: sa.Connection, revision: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    cfg.attributes["connection"] = sync_conn
+    command.upgrade(cfg, revision)
+
+
+async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` (idempotent; safe with several replicas starting at once)."""
+    async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+        await conn.run_sync(_upgrade, revision)
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    def _rev(sync_conn: sa.Connection) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+
+        ctx = MigrationContext.configure(sync_conn, opts={"version_table": VERSION_TABLE})
+        return ctx.get_current_revision()
+
+    async with engine.connect() as conn:
+        return await conn.run_sync(_rev)
