@@ -1,0 +1,304 @@
+"""The trained router model and its artifact.
+
+An artifact is one ``.npz`` file (a zip of NumPy arrays, loaded with ``allow_pickle=False``, so opening
+a model file cannot run code). It holds:
+
+* ``manifest``: JSON (as bytes) with ``format``, ``format_version``, ``labels``, ``featurizer``
+  (name, version, params), ``thresholds`` (per label), ``temperature``, ``training`` (examples per
+  label, sha256 of the training data), ``libraries`` (versions at training time), ``created``, and
+  ``payload_sha256`` (sha256 over every other array, in name order);
+* ``coef`` (labels x features), ``intercept``, and the featurizer's arrays (``vocab``, ``idf``).
+
+Loading refuses, with a ``ModelError`` naming the file and the problem: a missing or unreadable file,
+a checksum mismatch, another ``format_version``, an unknown featurizer or featurizer version, a
+different NumPy major version, or arrays whose shapes disagree with the labels.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import platform
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from router.features import (
+    EmbeddingFeaturizer,
+    Featurizer,
+    FloatArray,
+    Parts,
+    TfidfFeaturizer,
+    make_featurizer,
+)
+
+FORMAT = "slmgw-router"
+FORMAT_VERSION = 1
+GENERAL = "general"
+
+
+class ModelError(ValueError):
+    """A router artifact that cannot be used (missing, corrupt or incompatible)."""
+
+    def __init__(self, path: Path | str, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"router model {self.path}: {problem}")
+
+
+def _library_versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version(), "numpy": np.__version__}
+    for dist in ("scikit-learn", "scipy", "sentence-transformers", "torch"):
+        try:
+            out[dist] = version(dist)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def data_sha256(texts: Sequence[str], labels: Sequence[str]) -> str:
+    """Hash of the training examples themselves (independent of file format and order of files)."""
+    h = hashlib.sha256()
+    for text, label in zip(texts, labels, strict=True):
+        h.update(label.encode("utf-8", "surrogatepass") + b"\t")
+        h.update(text.encode("utf-8", "surrogatepass") + b"\n")
+    return h.hexdigest()
+
+
+@dataclass
+class RouterModel:
+    """Labels, a featurizer, a linear layer and a softmax temperature; per-label thresholds."""
+
+    labels: list[str]
+    featurizer: Featurizer
+    coef: FloatArray
+    intercept: FloatArray
+    temperature: float = 1.0
+    thresholds: dict[str, float] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    # -- scoring ---------------------------------------------------------------------------------
+    def _softmax(self, logits: npt.NDArray[np.floating[Any]]) -> FloatArray:
+        z = logits / self.temperature
+        z = z - z.max(axis=-1, keepdims=True)
+        e = np.exp(z)
+        return np.asarray(e / e.sum(axis=-1, keepdims=True), dtype=np.float32)
+
+    def predict_parts(self, parts: Parts) -> tuple[FloatArray, float]:
+        """Class probabilities for one request's weighted parts, and the known-n-gram ratio."""
+        vec, known = self.featurizer.vector(parts)
+        if isinstance(vec, tuple):
+            idx, val = vec
+            logits = self.coef[:, idx] @ val + self.intercept if len(idx) else self.intercept.copy()
+        else:
+            logits = self.coef @ vec + self.intercept
+        return self._softmax(logits), known
+
+    def predict_proba(self, texts: Sequence[str]) -> FloatArray:
+        """Probabilities for many texts at once (rows follow ``labels``)."""
+        x = self.featurizer.transform(texts)
+        logits = np.asarray(x @ self.coef.T) + self.intercept
+        return self._softmax(logits)
+
+    def threshold(self, label: str, default: float = 0.5) -> float:
+        return self.thresholds.get(label, default)
+
+    # -- persistence -----------------------------------------------------------------------------
+    def save(self, path: Path | str) -> Path:
+        path = Path(path)
+        arrays: dict[str, np.ndarray] = {"coef": self.coef.astype(np.float32),
+                                         "intercept": self.intercept.astype(np.float32)}
+        for name, arr in self.featurizer.arrays().items():
+            arrays["f_" + name] = arr
+        manifest = dict(self.manifest)
+        manifest.update({
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "labels": list(self.labels),
+            "featurizer": {"name": self.featurizer.name, "version": self.featurizer.version,
+                           "params": self.featurizer.params()},
+            "thresholds": {k: round(float(v), 4) for k, v in self.thresholds.items()},
+            "temperature": float(self.temperature),
+            "payload_sha256": _payload_sha256(arrays),
+        })
+        manifest.setdefault("libraries", _library_versions())
+        manifest.setdefault("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        self.manifest = manifest
+        buf = io.BytesIO()
+        blob = np.frombuffer(json.dumps(manifest, indent=1, sort_keys=True).encode(), dtype=np.uint8)
+        np.savez_compressed(buf, manifest=blob, **arrays)  # type: ignore[arg-type]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(buf.getvalue())
+        tmp.replace(path)  # atomic: a reader never sees half a model
+        return path
+
+    @classmethod
+    def load(cls, path: Path | str) -> RouterModel:
+        path = Path(path)
+        if not path.is_file():
+            raise ModelError(path, "file not found" if not path.exists() else "not a regular file")
+        try:
+            with np.load(path, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+        except Exception as exc:  # zip, CRC, npy-header or pickle-refusal errors all mean "corrupt"
+            raise ModelError(path, f"corrupt or not a router model ({type(exc).__name__}: {exc})") from None
+        if "manifest" not in arrays:
+            raise ModelError(path, "no manifest inside: not a router model")
+        try:
+            manifest = json.loads(arrays.pop("manifest").tobytes().decode())
+        except ValueError as exc:
+            raise ModelError(path, f"manifest is not valid JSON ({exc})") from None
+        _check_manifest(path, manifest, arrays)
+        fz = manifest["featurizer"]
+        f_arrays = {k[2:]: v for k, v in arrays.items() if k.startswith("f_")}
+        featurizer: Featurizer
+        try:
+            if fz["name"] == "tfidf":
+                featurizer = TfidfFeaturizer.from_arrays(fz["params"], f_arrays)
+            else:
+                featurizer = EmbeddingFeaturizer.from_arrays(fz["params"], f_arrays)
+        except (KeyError, ValueError, TypeError) as exc:
+            raise ModelError(path, f"featurizer {fz['name']!r} cannot be rebuilt: {exc}") from None
+        labels = list(manifest["labels"])
+        coef = np.ascontiguousarray(arrays["coef"], dtype=np.float32)
+        intercept = np.asarray(arrays["intercept"], dtype=np.float32)
+        n_features = len(featurizer.idf) if isinstance(featurizer, TfidfFeaturizer) else 384
+        if coef.shape != (len(labels), n_features) or intercept.shape != (len(labels),):
+            raise ModelError(path, f"coefficient shape {coef.shape} does not match {len(labels)} labels "
+                                   f"x {n_features} features")
+        return cls(labels=labels, featurizer=featurizer, coef=coef, intercept=intercept,
+                   temperature=float(manifest.get("temperature", 1.0)),
+                   thresholds={k: float(v) for k, v in manifest.get("thresholds", {}).items()},
+                   manifest=manifest)
+
+    def update_thresholds(self, thresholds: dict[str, float], note: dict[str, Any] | None = None) -> None:
+        self.thresholds = dict(thresholds)
+        if note:
+            self.manifest["calibration"] = note
+
+
+def _payload_sha256(arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(arrays):
+        arr = np.ascontiguousarray(arrays[name])
+        h.update(name.encode() + str(arr.dtype).encode() + str(arr.shape).encode())
+        h.update(arr.tobytes())
+    return h.hexdigest()
+
+
+def _check_manifest(path: Path, m: Any, arrays: dict[str, np.ndarray]) -> None:
+    if not isinstance(m, dict) or m.get("format") != FORMAT:
+        raise ModelError(path, "manifest does not describe a slmgw router model")
+    if m.get("format_version") != FORMAT_VERSION:
+        raise ModelError(path, f"artifact format version {m.get('format_version')!r}, this gateway reads "
+                               f"version {FORMAT_VERSION}: retrain with `slmgw router train`")
+    for key in ("labels", "featurizer", "payload_sha256", "libraries"):
+        if key not in m:
+            raise ModelError(path, f"manifest lacks {key!r}")
+    labels = m["labels"]
+    if not isinstance(labels, list) or len(labels) < 2 or len(set(labels)) != len(labels):
+        raise ModelError(path, "labels must be a list of at least two distinct names")
+    fz = m["featurizer"]
+    from router.features import FEATURIZERS
+
+    if not isinstance(fz, dict) or fz.get("name") not in FEATURIZERS:
+        raise ModelError(path, f"unknown featurizer {fz.get('name') if isinstance(fz, dict) else fz!r}")
+    expected = FEATURIZERS[fz["name"]].version
+    if fz.get("version") != expected:
+        raise ModelError(path, f"featurizer {fz['name']} version {fz.get('version')!r}, this gateway has "
+                               f"version {expected}: retrain")
+    trained_np = str(m["libraries"].get("numpy", "0")).split(".")[0]
+    if trained_np != np.__version__.split(".")[0]:
+        raise ModelError(path, f"trained with numpy {m['libraries'].get('numpy')}, running numpy "
+                               f"{np.__version__} (major versions differ): retrain")
+    if _payload_sha256(arrays) != m["payload_sha256"]:
+        raise ModelError(path, "checksum mismatch: the arrays were changed after the manifest was written")
+    for label, value in m.get("thresholds", {}).items():
+        if label not in labels or not (isinstance(value, int | float) and 0.0 <= value <= 1.0):
+            raise ModelError(path, f"bad threshold {label}={value!r}")
+
+
+# -- training ------------------------------------------------------------------------------------
+def fit_temperature(logits: npt.NDArray[np.floating[Any]], y: npt.NDArray[np.int64]) -> float:
+    """Temperature minimising the negative log-likelihood of held-out logits (golden-section search
+    on log T in [-3, 3])."""
+
+    def nll(log_t: float) -> float:
+        z = logits / math.exp(log_t)
+        z = z - z.max(axis=1, keepdims=True)
+        logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        return float(-logp[np.arange(len(y)), y].mean())
+
+    lo, hi = -3.0, 3.0
+    g = (math.sqrt(5) - 1) / 2
+    a, b = hi - g * (hi - lo), lo + g * (hi - lo)
+    fa, fb = nll(a), nll(b)
+    for _ in range(40):
+        if fa < fb:
+            hi, b, fb = b, a, fa
+            a = hi - g * (hi - lo)
+            fa = nll(a)
+        else:
+            lo, a, fa = a, b, fb
+            b = lo + g * (hi - lo)
+            fb = nll(b)
+    return math.exp((lo + hi) / 2)
+
+
+def _full_logits(d: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.floating[Any]]:
+    return np.column_stack([-d / 2, d / 2]) if d.ndim == 1 else d
+
+
+def train(texts: Sequence[str], labels: Sequence[str], featurizer: str = "tfidf", c: float = 10.0,
+          progress: Callable[[str], None] | None = None, seed: int = 0) -> RouterModel:
+    """Fit a router model: featurize, fit a multinomial logistic regression, fit a softmax temperature
+    on a stratified 20% split (then refit on everything). Thresholds start empty (the policy's default
+    applies until ``calibrate`` writes per-label ones)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import train_test_split
+
+    if len(texts) != len(labels) or not texts:
+        raise ValueError("need the same non-zero number of texts and labels")
+    names = sorted(set(labels))
+    if len(names) < 2:
+        raise ValueError(f"need at least two labels, got {names}")
+    step = progress or (lambda _msg: None)
+    y = np.asarray([names.index(label) for label in labels], dtype=np.int64)
+    step("featurizing")
+    feat = make_featurizer(featurizer)
+    x = feat.fit_transform(list(texts))
+
+    def fit(xm: Any, ym: npt.NDArray[np.int64]) -> Any:
+        clf = LogisticRegression(C=c, max_iter=2000, class_weight="balanced")
+        return clf.fit(xm, ym)
+
+    temperature = 1.0
+    counts = np.bincount(y, minlength=len(names))
+    if counts.min() >= 5:
+        step("fitting temperature on a 20% split")
+        idx = np.arange(len(y))
+        tr, va = train_test_split(idx, test_size=0.2, stratify=y, random_state=seed)
+        clf = fit(x[tr], y[tr])
+        temperature = fit_temperature(_full_logits(clf.decision_function(x[va])), y[va])
+    step("fitting classifier")
+    clf = fit(x, y)
+    coef, intercept = clf.coef_, clf.intercept_
+    if len(names) == 2:  # scikit-learn keeps one row for two classes; softmax([-z/2, z/2]) = sigmoid(z)
+        coef = np.vstack([-coef[0] / 2, coef[0] / 2])
+        intercept = np.asarray([-intercept[0] / 2, intercept[0] / 2])
+    manifest = {"training": {"examples": len(y),
+                             "per_label": {n: int(k) for n, k in zip(names, counts, strict=True)},
+                             "data_sha256": data_sha256(texts, labels), "C": c}}
+    return RouterModel(labels=names, featurizer=feat, coef=np.asarray(coef, dtype=np.float32),
+                       intercept=np.asarray(intercept, dtype=np.float32), temperature=temperature,
+                       manifest=manifest)
