@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -220,11 +220,45 @@ class EmbeddingsConfig(_Strict):
 
 
 class CacheConfig(_Strict):
-    """Response cache (issue 5 extends this)."""
+    """Exact-match response cache (see docs/cache.md).
+
+    By default only deterministic requests (temperature 0, or a seed) are cached; domains listed in
+    ``nondeterministic_domains`` opt in for every request. Entries are scoped per tenant and endpoint.
+    """
 
     enabled: bool = True
+    """Master switch; off means every response says `x-slmgw-cache: bypass`."""
     redis_url: str | None = None
     """Redis URL; unset means an in-process LRU (one gateway process only)."""
+    key_prefix: str = "slmgw:cache:"
+    """Prefix of every Redis key, so one Redis can serve several gateways or other uses."""
+    default_ttl_s: Annotated[int, Field(ge=1)] = 3600
+    """Lifetime of a stored answer when its domain has no entry in `domain_ttl_s`."""
+    domain_ttl_s: dict[str, Annotated[int, Field(ge=1)]] = Field(default_factory=dict)
+    """Per-domain lifetime in seconds, by domain name."""
+    max_ttl_s: Annotated[int, Field(ge=1)] = 7 * 86400
+    """Upper bound on a TTL a client asks for with the `cache: {"ttl": N}` body field."""
+    nondeterministic_domains: list[str] = Field(default_factory=list)
+    """Domains whose answers are cached even at temperature > 0 without a seed; `*` means all."""
+    namespaces: dict[str, str] = Field(default_factory=dict)
+    """Tenant -> cache namespace. Tenants mapped to the same namespace share answers; a tenant not
+    listed gets its own namespace (its name)."""
+    max_entry_bytes: Annotated[int, Field(ge=1024)] = 1024 * 1024
+    """Answers larger than this (serialised, stream chunks included) are not stored."""
+    memory_max_entries: Annotated[int, Field(ge=1)] = 10_000
+    """In-process LRU only: most entries kept."""
+    memory_max_bytes: Annotated[int, Field(ge=1024)] = 64 * 1024 * 1024
+    """In-process LRU only: most bytes kept."""
+    redis_op_timeout_ms: Annotated[float, Field(gt=0)] = 5.0
+    """Time budget of one Redis operation (pool wait, connect and round trip); past it, a miss."""
+    redis_connect_timeout_ms: Annotated[float, Field(gt=0)] = 50.0
+    """Socket connect timeout for new Redis connections."""
+    redis_failure_threshold: Annotated[int, Field(ge=1)] = 3
+    """Consecutive timeouts after which Redis is treated as down (a refused connection counts at once)."""
+    redis_backoff_max_s: Annotated[float, Field(gt=0)] = 30.0
+    """While Redis is down, one probe after a back-off that doubles from 0.5 s up to this."""
+    outage_log_interval_s: Annotated[float, Field(gt=0)] = 60.0
+    """An ongoing Redis outage is logged at most once per this many seconds."""
 
 
 class LedgerConfig(_Strict):
