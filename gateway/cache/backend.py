@@ -31,6 +31,10 @@ class CacheBackend(Protocol):
     name: str
     stats: CacheStats
 
+    async def start(self) -> None:
+        """Warm up (first connection) at application start; never raises."""
+        ...
+
     async def get(self, key: str) -> bytes | None:
         """The stored bytes, or None when absent, expired or the store is unavailable."""
         ...

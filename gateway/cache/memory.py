@@ -35,6 +35,9 @@ class MemoryBackend:
     def size_bytes(self) -> int:
         return self._bytes
 
+    async def start(self) -> None:
+        return None
+
     async def get(self, key: str) -> bytes | None:
         item = self._data.get(key)
         if item is None:

@@ -141,6 +141,17 @@ class RedisBackend:
 
     # -- the CacheBackend interface ------------------------------------------------------------
 
+    async def start(self, timeout_s: float = 2.0) -> None:
+        """Open a first connection with a generous timeout, so the first request does not pay for it
+        (imports, connect, handshake) against a budget of a few milliseconds. Never raises."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                await self._client.ping()
+        except Exception as exc:
+            self._failed(exc if not isinstance(exc, TimeoutError) else ConnectionError("no PING reply"))
+            return
+        self._ok()
+
     async def get(self, key: str) -> bytes | None:
         async def op() -> bytes | None:
             value = await self._client.get(key)

@@ -163,6 +163,13 @@ class ResponseCache:
         while self._pending:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
 
+    async def start(self) -> None:
+        """Connect the store (at application start); a store that is down is logged, not fatal."""
+        try:
+            await self.backend.start()
+        except Exception:
+            log.exception("response cache: start failed")
+
     def health(self) -> dict[str, Any]:
         return {"enabled": self.config.enabled, **self.backend.health(), "stats": self.stats.as_dict()}
 

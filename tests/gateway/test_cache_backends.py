@@ -262,3 +262,15 @@ async def test_redis_stop_and_restart_recovers(own_redis: RedisServer, caplog: p
 def test_password_is_not_logged() -> None:
     backend = RedisBackend("redis://user:s3cret@127.0.0.1:1/0")
     assert "s3cret" not in backend._safe_url()
+
+
+async def test_start_connects_up_front_or_reports_down() -> None:
+    live = RedisBackend(REDIS_URL, op_timeout_s=0.005)
+    await live.start()
+    assert live.health()["ok"] is True and live.stats.errors == 0
+    assert live._client.connection_pool._available_connections  # a warm connection is pooled
+    await live.close()
+    dead = RedisBackend(f"redis://127.0.0.1:{free_port()}/0")
+    await dead.start()
+    assert dead.health()["state"] == "down" and dead.stats.errors == 1
+    await dead.close()

@@ -172,6 +172,7 @@ async def test_redis_down_is_a_fast_bypass() -> None:
     cache = ResponseCache.from_config(CacheConfig(redis_url="redis://127.0.0.1:1/0"))
     assert isinstance(cache.backend, RedisBackend)
     plan = cache.plan("chat", "t", BODY)
+    await cache.start()
     t0 = time.perf_counter()
     assert (await cache.lookup(plan)).outcome == "bypass"
     assert await cache.store(plan, entry()) is False
@@ -202,3 +203,20 @@ def test_from_config_without_redis_is_memory() -> None:
     cache = ResponseCache.from_config(CacheConfig(memory_max_entries=5))
     assert isinstance(cache.backend, MemoryBackend) and cache.backend.max_entries == 5
     assert cache.health()["ok"] is True
+
+
+async def test_metrics_collector_reports_store_state() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from gateway.cache.metrics import register
+
+    registry = CollectorRegistry()
+    cache = ResponseCache.from_config(CacheConfig(redis_url="redis://127.0.0.1:1/0"))
+    register(cache, registry)
+    await cache.start()
+    await cache.lookup(cache.plan("chat", "t", BODY))
+    text = generate_latest(registry).decode()
+    assert 'slmgw_cache_store_up{backend="redis"} 0.0' in text
+    assert 'slmgw_cache_store_errors_total{backend="redis"} 1.0' in text  # start failed; lookup skipped
+    assert 'slmgw_cache_store_skipped_total{backend="redis"} 1.0' in text
+    await cache.close()
