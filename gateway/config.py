@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -123,6 +124,19 @@ class SlmBackend(_Strict):
     adapter_path: str | None = None
     """For `slmgw serving plan`: the LoRA adapter directory served as `model`; unset when `model`
     is the base model itself."""
+    lora_rank: int | None = Field(None, ge=1)
+    """For `slmgw serving plan`: the adapter's LoRA rank; a server's --max-lora-rank is the largest
+    rank on it (vLLM's default, 16, when none is given)."""
+    vllm_args: list[str] = Field(default_factory=list)
+    """For `slmgw serving plan`: extra vLLM arguments for the server(s) this backend runs on, e.g.
+    ["--tensor-parallel-size", "2", "--gpu-memory-utilization", "0.9"]."""
+    supports: list[Literal["tools", "images", "json_schema"]] = Field(default_factory=list)
+    """Request features this SLM handles. A request that needs one not listed (tool definitions, image
+    inputs, response_format json_schema) escalates to the LLM with reason `unsupported:<feature>`."""
+    health_interval_s: float = Field(5.0, gt=0)
+    """Seconds between polls of each replica's /health and /v1/models."""
+    max_backoff_s: float = Field(30.0, gt=0)
+    """Circuit breaker: a failed replica is probed again after 1 s, then 2, 4, ... up to this long."""
     cost: SlmCost | None = None
     """What this SLM costs to run; see `SlmCost`."""
 
@@ -303,17 +317,17 @@ class CostsConfig(_Strict):
 
 class Policy(_Strict):
     version: Literal[1] = 1
-    server: ServerConfig = Field(default_factory=ServerConfig)  # type: ignore[arg-type]
+    server: ServerConfig = Field(default_factory=ServerConfig)
     auth: AuthConfig = Field(default_factory=AuthConfig)
     slm_backends: dict[str, SlmBackend] = Field(default_factory=dict)
     llm_backends: dict[str, LlmBackend] = Field(min_length=1)
     domains: list[Domain] = Field(default_factory=list)
-    router: RouterConfig = Field(default_factory=RouterConfig)  # type: ignore[arg-type]
+    router: RouterConfig = Field(default_factory=RouterConfig)
     fallback: FallbackConfig
     embeddings: EmbeddingsConfig | None = None
-    cache: CacheConfig = Field(default_factory=CacheConfig)
-    ledger: LedgerConfig = Field(default_factory=LedgerConfig)
-    costs: CostsConfig = Field(default_factory=CostsConfig)
+    cache: CacheConfig = CacheConfig()
+    ledger: LedgerConfig = LedgerConfig()
+    costs: CostsConfig = CostsConfig()
     base_dir: str = Field(".", exclude=True)
     """Directory of the policy file; relative paths in the policy are resolved against it."""
 
@@ -347,7 +361,7 @@ class Policy(_Strict):
         return p if p.is_absolute() else Path(self.base_dir) / p
 
 
-def interpolate(value: Any, env: dict[str, str] | None = None, path: str = "",
+def interpolate(value: Any, env: Mapping[str, str] | None = None, path: str = "",
                 errors: list[str] | None = None) -> Any:
     """Replace ``${VAR}`` / ``${VAR:-default}`` in every string.
 
@@ -381,7 +395,7 @@ def interpolate(value: Any, env: dict[str, str] | None = None, path: str = "",
 
 
 def parse_policy(raw: Any, source: str = "<policy>", base_dir: str = ".",
-                 env: dict[str, str] | None = None) -> Policy:
+                 env: Mapping[str, str] | None = None) -> Policy:
     """Validate an already-loaded YAML document; every problem is reported, each with its path."""
     if not isinstance(raw, dict):
         raise PolicyError(source, ["(root): the policy must be a mapping"])
@@ -390,7 +404,9 @@ def parse_policy(raw: Any, source: str = "<policy>", base_dir: str = ".",
     try:
         policy = Policy.model_validate({**data, "base_dir": base_dir})
     except ValidationError as exc:
-        errors.extend(_format_errors(exc))
+        # A field whose env reference was unset is already reported; don't report it twice.
+        reported = {e.split(":", 1)[0] for e in errors}
+        errors.extend(e for e in _format_errors(exc) if e.split(":", 1)[0] not in reported)
     if errors:
         raise PolicyError(source, errors)
     return policy
@@ -407,7 +423,7 @@ def _format_errors(exc: ValidationError) -> list[str]:
     return out
 
 
-def load_policy(path: str | Path, env: dict[str, str] | None = None) -> Policy:
+def load_policy(path: str | Path, env: Mapping[str, str] | None = None) -> Policy:
     """Read, interpolate and validate a policy file. Raises PolicyError with every problem found."""
     p = Path(path)
     try:

@@ -53,7 +53,7 @@ def register(kind: str) -> Callable[[RouterFactory], RouterFactory]:
 
 def build_router(policy: Policy) -> Router:
     """Build the router the policy names (``router.kind``)."""
-    import router.keyword  # noqa: F401  (registers "keyword")
+    import router.keyword
 
     if policy.router.kind == "classifier":
         import router.classifier  # noqa: F401  (registers "classifier")

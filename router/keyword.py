@@ -30,7 +30,7 @@ class KeywordRouter:
     def decide(self, request: Mapping[str, Any]) -> Decision:
         try:
             text = routing_text(request, self._max_chars).lower()
-        except Exception as exc:  # noqa: BLE001 - the contract is: never raise, escalate instead
+        except Exception as exc:
             return Decision("llm", None, 0.0, f"unreadable_request {type(exc).__name__}")
         if not text.strip():
             return Decision("llm", None, 0.0, "no_text")

@@ -1,0 +1,101 @@
+"""The FastAPI application factory. Nothing happens at import time; ``create_app(policy)`` builds it."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+
+from gateway.auth import KeyRing
+from gateway.config import Policy, load_policy
+from gateway.errors import GatewayError
+from gateway.services import Services
+
+log = logging.getLogger("slmgw")
+
+
+def error_response(status: int, message: str, type_: str, code: str | None = None,
+                   param: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
+    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def build_services(policy: Policy) -> Services:
+    from router.base import build_router
+    from serving.dispatch import Dispatcher
+
+    return Services(policy=policy, router=build_router(policy), dispatcher=Dispatcher(policy),
+                    keys=KeyRing(policy))
+
+
+def create_app(policy: Policy) -> FastAPI:
+    """Build the gateway for one policy. Services are created at start-up and closed at shutdown."""
+    from gateway.handlers import router as api_router
+    from gateway.pipeline import Pipeline
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = build_services(policy)
+        # CACHE: construct the response cache here and register it in services.extras["cache"].
+        # LEDGER: construct and start the ledger here and register it in services.extras["ledger"].
+        app.state.services = services
+        app.state.pipeline = Pipeline(services)
+        if policy.llm_backends:
+            # litellm takes seconds to import: do it now, not on the first escalated request.
+            services.dispatcher.llm.litellm  # noqa: B018
+        log.info("slm-gateway ready: %d domains, %d SLM backends, %d LLM backends",
+                 len(policy.domains), len(policy.slm_backends), len(policy.llm_backends))
+        try:
+            yield
+        finally:
+            # LEDGER: drain and close the ledger here, before the services go away.
+            await services.close()
+
+    app = FastAPI(title="slm-gateway", version="0.1.0", lifespan=lifespan,
+                  description="OpenAI-compatible gateway routing between small models and a hosted LLM")
+    app.include_router(api_router)
+    app.state.policy = policy
+
+    @app.exception_handler(GatewayError)
+    async def _gateway_error(request: Request, exc: GatewayError) -> Response:
+        headers = dict(exc.headers)
+        rid = getattr(request.state, "request_id", None)
+        if rid:
+            headers["x-request-id"] = rid
+        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
+        first: dict[str, Any] = exc.errors()[0] if exc.errors() else {}
+        param = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        return error_response(400, f"Invalid request: {first.get('msg', 'bad input')}", "invalid_request_error",
+                              "invalid_request", param)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        kind = "invalid_request_error" if exc.status_code < 500 else "api_error"
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        message = f"Unknown route {request.method} {request.url.path}" if exc.status_code == 404 else str(
+            exc.detail)
+        return error_response(exc.status_code, message, kind, code)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        rid = getattr(request.state, "request_id", None)
+        log.exception("unexpected error handling %s %s (request %s)", request.method, request.url.path, rid)
+        return error_response(500, f"Internal gateway error (request id {rid}); see the gateway log.",
+                              "api_error", "internal_error")
+
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """Factory for ``uvicorn --factory`` (used by ``slmgw serve`` with several workers)."""
+    return create_app(load_policy(os.environ["SLMGW_CONFIG"]))

@@ -1,0 +1,80 @@
+"""`slmgw`: the gateway's command line. Heavy modules are imported inside commands so --help is instant."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(name="slmgw", help="slm-gateway: route OpenAI-compatible requests between small models "
+                  "on vLLM and a hosted LLM.", no_args_is_help=True, add_completion=False)
+config_app = typer.Typer(help="Check routing policy files.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Routing policy YAML file.")]
+
+
+def _load(path: Path) -> object:
+    from gateway.config import PolicyError, load_policy
+
+    try:
+        return load_policy(path)
+    except PolicyError as exc:
+        typer.echo(f"error: {path}: the policy is invalid:", err=True)
+        for line in exc.errors:
+            typer.echo(f"  {line}", err=True)
+        raise typer.Exit(2) from None
+
+
+@config_app.command("validate")
+def config_validate(file: Annotated[Path, typer.Argument(help="Policy file to check.")]) -> None:
+    """Validate a policy: print every error with its field path; exit non-zero if there are any."""
+    from gateway.config import Policy
+
+    policy = _load(file)
+    assert isinstance(policy, Policy)
+    typer.echo(f"{file}: OK ({len(policy.domains)} domains, {len(policy.slm_backends)} SLM backends, "
+               f"{len(policy.llm_backends)} LLM backends, router {policy.router.kind})")
+
+
+@app.command()
+def serve(
+    config: ConfigOpt,
+    host: Annotated[str | None, typer.Option(help="Bind address (default: server.host).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: server.port).")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Run the gateway."""
+    import uvicorn
+
+    from gateway.config import Policy
+
+    policy = _load(config)
+    assert isinstance(policy, Policy)
+    os.environ["SLMGW_CONFIG"] = str(config.resolve())
+    uvicorn.run("gateway.app:app_from_env", factory=True, host=host or policy.server.host,
+                port=port or policy.server.port, workers=workers, log_level=log_level,
+                loop="uvloop", http="httptools", access_log=False, server_header=False)
+
+
+@app.command()
+def demo(
+    config: Annotated[Path | None, typer.Option("--config", "-c",
+                                                help="Policy to demo (default: the shipped example).")] = None,
+) -> None:
+    """Start the gateway against local stand-in upstreams and send example requests through it."""
+    from gateway.demo import run_demo
+
+    sys.exit(run_demo(config))
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

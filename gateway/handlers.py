@@ -1,0 +1,126 @@
+"""HTTP routes: translate a request into a pipeline call and back. No logic lives here."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ValidationError
+from starlette.responses import JSONResponse, Response
+
+from gateway.errors import InvalidRequest, PayloadTooLarge
+from gateway.pipeline import Pipeline, RequestContext
+from gateway.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from gateway.services import Services
+from serving.dispatch import Kind
+
+router = APIRouter()
+
+
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
+    return {"requestBody": {"required": True,
+                            "content": {"application/json": {"schema": model.model_json_schema()}}}}
+
+
+async def read_json(request: Request, services: Services) -> dict[str, Any]:
+    """The body as a JSON object; 413 over the size limit, 400 for anything that is not a JSON object."""
+    limit = services.policy.server.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"Request body is {declared} bytes; the limit is {limit}.")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"Request body exceeds the limit of {limit} bytes.")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequest(f"Request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise InvalidRequest("Request body must be a JSON object.")
+    return body
+
+
+def _validate(model: type[BaseModel], body: dict[str, Any]) -> None:
+    try:
+        model.model_validate(body)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        param = ".".join(str(p) for p in err["loc"]) or None
+        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+        raise InvalidRequest(f"Invalid request: {param}: {err['msg']}{more}", param=param) from None
+
+
+async def _serve(request: Request, kind: Kind, model: type[BaseModel]) -> Response:
+    services: Services = request.app.state.services
+    tenant = services.keys.tenant(request.headers)
+    body = await read_json(request, services)
+    _validate(model, body)
+    if kind == "chat" and len(body["messages"]) > services.policy.server.max_messages:
+        raise InvalidRequest(f"Too many messages; the limit is {services.policy.server.max_messages}.",
+                             param="messages")
+    ctx = RequestContext(request_id=request.headers.get("x-request-id") or f"req_{uuid.uuid4().hex}",
+                         tenant=tenant, headers=request.headers)
+    request.state.request_id = ctx.request_id
+    pipeline: Pipeline = request.app.state.pipeline
+    return await pipeline.handle(ctx, kind, body)
+
+
+@router.post("/v1/chat/completions", openapi_extra=_schema(ChatCompletionRequest))
+@router.post("/chat/completions", include_in_schema=False)
+async def chat_completions(request: Request) -> Response:
+    return await _serve(request, "chat", ChatCompletionRequest)
+
+
+@router.post("/v1/completions", openapi_extra=_schema(CompletionRequest))
+@router.post("/completions", include_in_schema=False)
+async def completions(request: Request) -> Response:
+    return await _serve(request, "completion", CompletionRequest)
+
+
+@router.post("/v1/embeddings", openapi_extra=_schema(EmbeddingRequest))
+@router.post("/embeddings", include_in_schema=False)
+async def embeddings(request: Request) -> Response:
+    return await _serve(request, "embedding", EmbeddingRequest)
+
+
+@router.get("/v1/models")
+@router.get("/models", include_in_schema=False)
+async def list_models(request: Request) -> Response:
+    services: Services = request.app.state.services
+    services.keys.tenant(request.headers)
+    policy = services.policy
+    data: list[dict[str, Any]] = [{"id": "auto", "object": "model", "created": 0, "owned_by": "slm-gateway",
+                                   "description": "routed by slm-gateway"}]
+    for dom in policy.domains:
+        data.append({"id": dom.name, "object": "model", "created": 0, "owned_by": "slm-gateway",
+                     "description": dom.description, "route": "slm",
+                     "served_model": policy.slm_backends[dom.backend].model})
+    for name, llm in policy.llm_backends.items():
+        data.append({"id": name, "object": "model", "created": 0, "owned_by": "slm-gateway",
+                     "route": "llm", "served_model": llm.model})
+    return JSONResponse({"object": "list", "data": data})
+
+
+@router.get("/health/live")
+async def live() -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+@router.get("/health/ready")
+async def ready(request: Request) -> Response:
+    services: Services | None = getattr(request.app.state, "services", None)
+    if services is None:
+        return JSONResponse({"status": "starting"}, status_code=503)
+    checks: dict[str, Any] = {}
+    for name, component in services.extras.items():
+        health = getattr(component, "health", None)
+        if callable(health):
+            checks[name] = health()
+    return JSONResponse({"status": "ok", "components": checks})

@@ -1,0 +1,162 @@
+"""The one path every request walks: resolve model -> route -> (cache) -> dispatch -> respond -> record.
+
+HTTP stays in the handlers; this module turns a validated request body into a Starlette response and a
+``RequestRecord``. Routing headers are fixed before the first byte goes out, which is why a stream's
+first event is fetched (by the dispatcher) before the response starts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+from starlette.responses import Response, StreamingResponse
+
+from gateway.errors import GatewayError, ModelNotFound
+from gateway.records import RequestRecord
+from gateway.services import Services
+from router.base import Decision
+from serving.dispatch import Answer, Kind, Target
+
+
+@dataclass(slots=True)
+class RequestContext:
+    request_id: str
+    tenant: str
+    headers: Mapping[str, str]
+    t0: float = field(default_factory=time.perf_counter)
+    ts: float = field(default_factory=time.time)
+
+
+def _json(obj: Any) -> bytes:
+    return orjson.dumps(obj)
+
+
+class Pipeline:
+    def __init__(self, services: Services) -> None:
+        self.s = services
+        policy = services.policy
+        self._llm_names: dict[str, str] = {}
+        for name, backend in policy.llm_backends.items():
+            self._llm_names[name] = name
+            self._llm_names.setdefault(backend.model, name)
+            self._llm_names.setdefault(backend.model.split("/", 1)[-1], name)
+
+    # -- routing ------------------------------------------------------------------------------------
+    def resolve(self, kind: Kind, body: dict[str, Any]) -> tuple[Decision, list[Target]]:
+        """Turn the requested model into a decision and the ordered targets to try."""
+        model = body["model"]
+        disp = self.s.dispatcher
+        if model == "auto":
+            if kind == "embedding":
+                return self._embedding_targets()
+            decision = self.s.router.decide(body)
+            return decision, disp.plan(decision.domain, decision.target == "slm")
+        if self.s.policy.domain(model) is not None:
+            decision = Decision("slm", model, 1.0, f"requested model {model}")
+            return decision, disp.plan(model, True)
+        if model in self._llm_names:
+            name = self._llm_names[model]
+            return Decision("llm", None, 1.0, f"requested model {model}"), disp.plan(None, False, llm=name)
+        raise ModelNotFound(f"The model `{model}` does not exist. Use 'auto' or one listed by GET /v1/models.",
+                            param="model")
+
+    def _embedding_targets(self) -> tuple[Decision, list[Target]]:
+        cfg = self.s.policy.embeddings
+        if cfg is None:
+            raise ModelNotFound("No embeddings backend is configured (policy key 'embeddings').",
+                                param="model")
+        route: Literal["slm", "llm"] = "slm" if cfg.backend in self.s.policy.slm_backends else "llm"
+        return Decision(route, None, 1.0, "embeddings backend"), [Target(route, cfg.backend)]
+
+    # -- the request path ---------------------------------------------------------------------------
+    async def handle(self, ctx: RequestContext, kind: Kind, body: dict[str, Any]) -> Response:
+        stream = bool(body.get("stream")) and kind != "embedding"
+        rec = RequestRecord(request_id=ctx.request_id, ts=ctx.ts, tenant=ctx.tenant, endpoint=kind,
+                            requested_model=str(body.get("model")), stream=stream)
+        try:
+            decision, targets = self.resolve(kind, body)
+            rec.domain, rec.confidence, rec.reason = decision.domain, decision.confidence, decision.reason
+            # CACHE: lookup goes here (after routing so the entry's domain TTL is known; before dispatch).
+            answer = await self.s.dispatcher.run(kind, body, targets, stream)
+        except GatewayError as exc:
+            self._finish_error(rec, ctx, exc)
+            raise
+        rec.route, rec.backend, rec.model, rec.escalation = answer.route, answer.backend, answer.model, \
+            answer.escalation
+        headers = self._headers(ctx, rec, decision, answer)
+        if answer.chunks is not None:
+            return StreamingResponse(self._sse(ctx, rec, body, answer), media_type="text/event-stream",
+                                     headers={**headers, "cache-control": "no-cache"})
+        assert answer.body is not None
+        usage = answer.body.get("usage") or {}
+        rec.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+        rec.completion_tokens = int(usage.get("completion_tokens") or 0)
+        # CACHE: store the complete answer here (answer.body) when the cache plan allows it.
+        content = answer.raw if answer.raw is not None else _json(answer.body)
+        self._finish(rec, ctx)
+        return Response(content, media_type="application/json", headers=headers)
+
+    def _headers(self, ctx: RequestContext, rec: RequestRecord, decision: Decision,
+                 answer: Answer) -> dict[str, str]:
+        reason = decision.reason
+        if answer.escalation:
+            reason = f"escalated {answer.escalation}; {reason}"
+        overhead = (time.perf_counter() - ctx.t0) * 1000 - answer.upstream_ms
+        return {
+            "x-request-id": ctx.request_id,
+            "x-slmgw-route": answer.route,
+            "x-slmgw-model": answer.model,
+            "x-slmgw-domain": decision.domain or "",
+            "x-slmgw-confidence": f"{decision.confidence:.3f}",
+            "x-slmgw-reason": _header_safe(reason),
+            "x-slmgw-overhead-ms": f"{max(overhead, 0.0):.2f}",
+        }
+
+    async def _sse(self, ctx: RequestContext, rec: RequestRecord, body: dict[str, Any],
+                   answer: Answer) -> AsyncIterator[bytes]:
+        assert answer.chunks is not None
+        opts = body.get("stream_options")
+        wants_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
+        first = True
+        try:
+            async for chunk in answer.chunks:
+                if first:
+                    rec.ttft_ms = (time.perf_counter() - ctx.t0) * 1000
+                    first = False
+                usage = chunk.get("usage")
+                if usage:
+                    rec.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+                    rec.completion_tokens = int(usage.get("completion_tokens") or 0)
+                if not wants_usage:
+                    if "usage" in chunk:
+                        if not chunk.get("choices"):
+                            continue  # the usage-only chunk the gateway asked for on its own account
+                        del chunk["usage"]
+                # CACHE: collect `chunk` here for storing a completed stream.
+                yield b"data: " + _json(chunk) + b"\n\n"
+            yield b"data: [DONE]\n\n"
+        except GatewayError as exc:
+            # Bytes already went out, so the status can't change: end with an OpenAI-style error event.
+            rec.status, rec.error_code = exc.status, exc.code
+            yield b"data: " + _json(exc.body()) + b"\n\n"
+        except BaseException:
+            rec.status, rec.error_code = 499, "client_disconnected"
+            raise
+        finally:
+            self._finish(rec, ctx)
+
+    def _finish(self, rec: RequestRecord, ctx: RequestContext) -> None:
+        rec.latency_ms = (time.perf_counter() - ctx.t0) * 1000
+        # LEDGER: record `rec` here (non-blocking).
+
+    def _finish_error(self, rec: RequestRecord, ctx: RequestContext, exc: GatewayError) -> None:
+        rec.status, rec.error_code = exc.status, exc.code
+        self._finish(rec, ctx)
+
+
+def _header_safe(text: str) -> str:
+    return text.encode("ascii", "replace").decode("ascii").replace("\n", " ")[:300]

@@ -1,0 +1,128 @@
+"""Hosted LLMs through litellm.
+
+litellm is imported on first use (it takes seconds to import), with ``LITELLM_LOCAL_MODEL_COST_MAP``
+set so it never fetches its price map from the internet. Provider errors are mapped onto the gateway's
+error tree: the provider refusing the *request* (400, 404, 413, 422) is the client's error and is passed
+on; everything else (auth of the gateway's own key, 429, 5xx, timeouts, connection) is an
+``UpstreamError`` so the next backend in the fallback chain can try.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from gateway.config import LlmBackend
+from gateway.errors import UpstreamClientError, UpstreamError, UpstreamTimeout
+
+_CALL_KEYS_DROPPED = {"model", "api_base", "api_key", "base_url", "timeout", "num_retries", "max_retries"}
+
+
+def import_litellm() -> Any:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    os.environ.setdefault("LITELLM_LOG", "ERROR")
+    import litellm
+
+    litellm.suppress_debug_info = True
+    litellm.telemetry = False
+    return litellm
+
+
+def _call_args(backend: LlmBackend, body: dict[str, Any]) -> dict[str, Any]:
+    args = {k: v for k, v in body.items() if k not in _CALL_KEYS_DROPPED}
+    args["model"] = backend.model
+    args["timeout"] = backend.timeout_s
+    args["num_retries"] = backend.max_retries
+    if backend.api_base:
+        args["api_base"] = backend.api_base
+    if backend.api_key:
+        args["api_key"] = backend.api_key
+    return args
+
+
+def _map_error(name: str, exc: Exception) -> Exception:
+    status = getattr(exc, "status_code", None)
+    kind = type(exc).__name__
+    # litellm puts the provider's message after its own prefixes; keep it short and key-free.
+    message = str(getattr(exc, "message", exc)).replace("litellm.", "")[:500]
+    if kind in ("Timeout",) or "Timeout" in kind:
+        return UpstreamTimeout(f"LLM backend {name!r} timed out", backend=name, reason="llm_timeout")
+    if isinstance(status, int) and status in (400, 404, 413, 422) and kind not in (
+            "NotFoundError",):
+        return UpstreamClientError(f"LLM backend {name!r} rejected the request: {message}",
+                                   status=400 if status == 422 else status)
+    if kind == "AuthenticationError" or status in (401, 403):
+        return UpstreamError(f"LLM backend {name!r} refused the gateway's credentials", backend=name,
+                             reason="llm_auth")
+    if status == 429:
+        return UpstreamError(f"LLM backend {name!r} is rate limited", backend=name, reason="llm_rate_limited")
+    return UpstreamError(f"LLM backend {name!r} failed: {message}", backend=name,
+                         reason=f"llm_{'http_' + str(status) if status else 'error'}")
+
+
+class LlmClient:
+    def __init__(self) -> None:
+        self._litellm: Any = None
+
+    @property
+    def litellm(self) -> Any:
+        if self._litellm is None:
+            self._litellm = import_litellm()
+        return self._litellm
+
+    async def chat(self, name: str, backend: LlmBackend, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            resp = await self.litellm.acompletion(**_call_args(backend, body))
+        except Exception as exc:
+            raise _map_error(name, exc) from None
+        return _dump(resp)
+
+    async def completion(self, name: str, backend: LlmBackend, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            resp = await self.litellm.atext_completion(**_call_args(backend, body))
+        except Exception as exc:
+            raise _map_error(name, exc) from None
+        return _dump(resp)
+
+    async def embedding(self, name: str, backend: LlmBackend, body: dict[str, Any]) -> dict[str, Any]:
+        try:
+            resp = await self.litellm.aembedding(**_call_args(backend, body))
+        except Exception as exc:
+            raise _map_error(name, exc) from None
+        return _dump(resp)
+
+    async def stream(self, name: str, backend: LlmBackend, body: dict[str, Any],
+                     chat: bool = True) -> AsyncIterator[dict[str, Any]]:
+        """Open a stream; the call itself raises mapped errors before any chunk is yielded."""
+        args = {**_call_args(backend, body), "stream": True}
+        try:
+            if chat:
+                resp = await self.litellm.acompletion(**args)
+            else:
+                resp = await self.litellm.atext_completion(**args)
+        except Exception as exc:
+            raise _map_error(name, exc) from None
+
+        async def chunks() -> AsyncIterator[dict[str, Any]]:
+            try:
+                async for chunk in resp:
+                    yield _dump(chunk)
+            except Exception as exc:
+                raise _map_error(name, exc) from None
+
+        return chunks()
+
+
+def _dump(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, dict):
+        return obj
+    data: dict[str, Any] = obj.model_dump(exclude_none=True)
+    data.pop("provider_specific_fields", None)
+    for choice in data.get("choices") or []:
+        if isinstance(choice, dict):
+            choice.pop("provider_specific_fields", None)
+            for key in ("message", "delta"):
+                if isinstance(choice.get(key), dict):
+                    choice[key].pop("provider_specific_fields", None)
+    return data
