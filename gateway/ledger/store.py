@@ -53,22 +53,31 @@ def create_engine(url: str, *, connect_timeout_s: float = 5.0) -> AsyncEngine:
     return engine
 
 
-def _upgrade(sync_conn: sa.Connection, revision: str) -> None:
+def _alembic(sync_conn: sa.Connection, direction: str, revision: str) -> None:
     from alembic import command
     from alembic.config import Config
 
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
     cfg.attributes["connection"] = sync_conn
-    command.upgrade(cfg, revision)
+    getattr(command, direction)(cfg, revision)
 
 
-async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
-    """Bring the schema to ``revision`` (idempotent; safe with several replicas starting at once)."""
+async def _run(engine: AsyncEngine, direction: str, revision: str) -> None:
     async with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
-        await conn.run_sync(_upgrade, revision)
+        await conn.run_sync(_alembic, direction, revision)
+
+
+async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
+    """Upgrade the schema to ``revision`` (idempotent; safe with several replicas starting at once)."""
+    await _run(engine, "upgrade", revision)
+
+
+async def downgrade(engine: AsyncEngine, revision: str) -> None:
+    """Downgrade the schema to ``revision`` (``base`` drops the ledger table: its rows are lost)."""
+    await _run(engine, "downgrade", revision)
 
 
 async def current_revision(engine: AsyncEngine) -> str | None:
