@@ -119,9 +119,12 @@ def _dump(obj: Any) -> dict[str, Any]:
         return obj
     data: dict[str, Any] = obj.model_dump(exclude_none=True)
     data.pop("provider_specific_fields", None)
+    text_completion = data.get("object") == "text_completion"
     for choice in data.get("choices") or []:
         if isinstance(choice, dict):
             choice.pop("provider_specific_fields", None)
+            if text_completion:
+                choice.setdefault("text", "")
             for key in ("message", "delta"):
                 if isinstance(choice.get(key), dict):
                     choice[key].pop("provider_specific_fields", None)

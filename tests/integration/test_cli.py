@@ -1,0 +1,71 @@
+"""The README's commands as a user runs them: `slmgw demo` and `slmgw serve` with the shipped policy."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import openai
+
+from gateway.background import free_port
+from serving.standin import StandinServer
+
+REPO = Path(__file__).resolve().parents[2]
+SLMGW = [sys.executable, "-m", "gateway.cli"]
+
+
+def test_demo_runs_and_shows_both_routes() -> None:
+    result = subprocess.run([*SLMGW, "demo"], capture_output=True, text=True, timeout=180, cwd=REPO,
+                            env={**os.environ, "COLUMNS": "200"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "stand-in" in out
+    assert "│ slm " in out and "│ llm " in out
+    assert "escalated slm_unreachable" in out
+
+
+def test_serve_with_the_example_policy(slm_upstream: StandinServer, llm_upstream: StandinServer) -> None:
+    port = free_port()
+    env = {**os.environ, "SLMGW_VLLM_URL": slm_upstream.base_url, "SLMGW_LLM_API_BASE": llm_upstream.base_url,
+           "SLMGW_LLM_API_KEY": "upstream", "SLMGW_API_KEY": "sk-serve-test", "SLMGW_LLM_MODEL": "openai/gpt-4o-mini"}
+    proc = subprocess.Popen([*SLMGW, "serve", "--config", str(REPO / "deploy/examples/policy.yaml"),
+                             "--port", str(port)], env=env, cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health/ready").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
+            assert time.monotonic() < deadline, "gateway did not become ready"
+            time.sleep(0.2)
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-serve-test", max_retries=0)
+        chat = client.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": "SQL query: revenue per month from the orders table"}])
+        assert chat.headers["x-slmgw-route"] == "slm" and chat.headers["x-slmgw-model"] == "sql"
+        general = client.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": "Tell me about the moon landing"}])
+        assert general.headers["x-slmgw-route"] == "llm"
+        completion = client.completions.create(model="auto", prompt="Write a python function to add numbers")
+        assert completion.choices[0].text.startswith("[stand-in code]")
+        emb = client.embeddings.create(model="auto", input="hello")
+        assert len(emb.data[0].embedding) > 0
+        assert "auto" in [m.id for m in client.models.list().data]
+    finally:
+        proc.terminate()
+        proc.wait(15)
+
+
+def test_serve_refuses_an_invalid_policy(tmp_path: Path) -> None:
+    bad = tmp_path / "p.yaml"
+    bad.write_text("llm_backends: {}\nfallback: {llm: x}\n")
+    result = subprocess.run([*SLMGW, "serve", "--config", str(bad)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "llm_backends" in result.stderr
