@@ -111,7 +111,7 @@ def test_routes_without_v1_prefix(gateway: BackgroundGateway) -> None:
     bare = OpenAI(base_url=gateway.url, api_key=API_KEY, max_retries=0)
     raw = bare.chat.completions.with_raw_response.create(model="auto", messages=SQL)
     assert raw.headers["x-slmgw-route"] == "slm"
-    assert [m.id for m in bare.models.list().data][0] == "auto"
+    assert next(m.id for m in bare.models.list().data) == "auto"
 
 
 def test_slm_failure_escalates_to_llm(client: Any, slm_upstream: StandinServer) -> None:
