@@ -14,6 +14,20 @@ app = typer.Typer(name="slmgw", help="slm-gateway: route OpenAI-compatible reque
 config_app = typer.Typer(help="Check routing policy files.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
+
+def _mount() -> None:
+    """Sub-commands owned by other packages; their modules import heavy libraries only when run."""
+    from gateway.reports import cli as reports_cli
+    from router import cli as router_cli
+    from serving import cli as serving_cli
+
+    app.add_typer(router_cli.app, name="router")
+    app.add_typer(serving_cli.app, name="serving")
+    app.command("report")(reports_cli.report)
+
+
+_mount()
+
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Routing policy YAML file.")]
 
 
@@ -38,6 +52,14 @@ def config_validate(file: Annotated[Path, typer.Argument(help="Policy file to ch
     assert isinstance(policy, Policy)
     typer.echo(f"{file}: OK ({len(policy.domains)} domains, {len(policy.slm_backends)} SLM backends, "
                f"{len(policy.llm_backends)} LLM backends, router {policy.router.kind})")
+
+
+@config_app.command("reference")
+def config_reference() -> None:
+    """Print the policy reference (Markdown) generated from the schema."""
+    from gateway.config_reference import render
+
+    typer.echo(render(), nl=False)
 
 
 @app.command()

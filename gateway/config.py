@@ -29,7 +29,7 @@ class PolicyError(Exception):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
 
 class ServerConfig(_Strict):
@@ -317,17 +317,29 @@ class CostsConfig(_Strict):
 
 class Policy(_Strict):
     version: Literal[1] = 1
+    """Policy format version."""
     server: ServerConfig = Field(default_factory=ServerConfig)
+    """Listening address and request limits."""
     auth: AuthConfig = Field(default_factory=AuthConfig)
+    """Client and admin keys."""
     slm_backends: dict[str, SlmBackend] = Field(default_factory=dict)
+    """Small models on vLLM, by name; domains refer to these names."""
     llm_backends: dict[str, LlmBackend] = Field(min_length=1)
+    """Hosted LLMs reached through litellm, by name; also public model names clients may ask for."""
     domains: list[Domain] = Field(default_factory=list)
+    """The in-domain tasks the SLMs serve; each name is a public model name too."""
     router: RouterConfig = Field(default_factory=RouterConfig)
+    """How `model: "auto"` requests are classified."""
     fallback: FallbackConfig
+    """Where general, low-confidence and failed requests go."""
     embeddings: EmbeddingsConfig | None = None
+    """Which backend answers /v1/embeddings for model "auto"."""
     cache: CacheConfig = CacheConfig()
+    """Response cache."""
     ledger: LedgerConfig = LedgerConfig()
+    """Where each request's record (route, tokens, cost) is written."""
     costs: CostsConfig = CostsConfig()
+    """Prices and the savings baseline."""
     base_dir: str = Field(".", exclude=True)
     """Directory of the policy file; relative paths in the policy are resolved against it."""
 

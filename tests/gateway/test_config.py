@@ -92,3 +92,11 @@ def test_cli_validate_ok_and_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     broken.write_text("a: [1, 2\n")
     result = runner.invoke(app, ["config", "validate", str(broken)])
     assert result.exit_code == 2 and "not valid YAML" in result.output
+
+
+def test_configuration_reference_matches_the_schema() -> None:
+    from gateway.config_reference import render
+
+    doc = (REPO / "docs" / "configuration.md").read_text()
+    assert doc == render(), "docs/configuration.md is stale: run `slmgw config reference > docs/configuration.md`"
+    assert "| `max_body_bytes` |" in doc and "## `slm_backends.NAME`" in doc
