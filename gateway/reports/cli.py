@@ -67,6 +67,11 @@ def report(
 app.command("report")(report)
 
 
+@app.callback()
+def _group() -> None:
+    """Cost-savings reports from the request ledger (also mounted as `slmgw report`)."""
+
+
 def _ledger_url(config: Path | None, ledger_url: str | None) -> tuple[str, str]:
     if ledger_url:
         return ledger_url, "."
@@ -105,11 +110,13 @@ def _csv(data: dict[str, Any]) -> None:
     writer.writerows(rows)
 
 
-def _fmt(value: Any, money: bool = False) -> str:
+def _fmt(value: Any, money: bool = False, pct: bool = False) -> str:
     if value is None:
         return "-"
     if money:
         return f"${value:,.4f}"
+    if pct:
+        return f"{value:.2f}"
     if isinstance(value, float):
         return f"{value:,.1f}"
     return f"{value:,}"
@@ -120,6 +127,8 @@ def _table(data: dict[str, Any]) -> None:
     from rich.table import Table
 
     console = Console()
+    if not console.is_terminal:  # piped or captured: do not squeeze the table to 80 columns
+        console = Console(width=220)
     shadow = bool(data["shadow"])
     title = (f"slm-gateway savings by {data['by']}, {data['since'][:16]} .. {data['until'][:16]} UTC  "
              f"(baseline: {', '.join(data['baseline_models']) or '-'}; an estimate, see docs/costs.md)")
@@ -132,12 +141,12 @@ def _table(data: dict[str, Any]) -> None:
         table.add_column(h, justify="left" if h == "key" else "right")
     for g in [*data["groups"], {"key": "TOTAL", **data["totals"]}]:
         cells = [str(g["key"]), _fmt(g["requests"]), _fmt(g["total_tokens"]), _fmt(g["cost_usd"], True),
-                 _fmt(g["baseline_cost_usd"], True), _fmt(g["savings_usd"], True), _fmt(g["savings_pct"]),
-                 _fmt(g["cache_hit_rate"]), _fmt(g["escalation_rate"]), _fmt(g["latency_p50_ms"]),
+                 _fmt(g["baseline_cost_usd"], True), _fmt(g["savings_usd"], True), _fmt(g["savings_pct"], pct=True),
+                 _fmt(g["cache_hit_rate"], pct=True), _fmt(g["escalation_rate"], pct=True), _fmt(g["latency_p50_ms"]),
                  _fmt(g["latency_p95_ms"])]
         if shadow:
             cells += [_fmt(g["shadow_requests"]), _fmt(g["shadow_cost_usd"], True),
-                      _fmt(g["shadow_savings_usd"], True), _fmt(g["shadow_savings_pct"])]
+                      _fmt(g["shadow_savings_usd"], True), _fmt(g["shadow_savings_pct"], pct=True)]
         table.add_row(*cells, end_section=g["key"] == (data["groups"][-1]["key"] if data["groups"] else ""),
                       style="bold" if g["key"] == "TOTAL" else None)
     console.print(table)

@@ -51,3 +51,28 @@ def rec(**kw: Any) -> RequestRecord:
                             "cache": "miss"}
     base.update(kw)
     return RequestRecord(**base)
+
+
+DAY1 = 1_750_000_000.0 - 86_400  # 2025-06-14 15:06:40 UTC
+DAY2 = 1_750_000_000.0  # 2025-06-15 15:06:40 UTC
+
+
+def sample_records() -> list[RequestRecord]:
+    """Eight requests in [2025-06-14, 2025-06-16) and one older; the expected report is in test_report.py."""
+    return [
+        rec(ts=DAY1, route="slm", backend="sql-slm", latency_ms=100, cache="miss"),
+        rec(ts=DAY1 + 1, route="slm", backend="code-slm", domain="code", model="code", latency_ms=200,
+            cache="miss"),
+        rec(ts=DAY1 + 2, route="llm", backend="big", model="openai/gpt-4o", escalation="slm_error:timeout",
+            latency_ms=1000, cache="miss"),
+        rec(ts=DAY1 + 3, route="cache", backend=None, model="sql", latency_ms=2, cache="hit"),
+        rec(ts=DAY2, route="llm", backend="small", model="openai/gpt-4o-mini", domain=None, latency_ms=500,
+            cache="bypass", reason="low_confidence sql=0.41<0.50"),
+        rec(ts=DAY2 + 1, route="llm", backend="big", model="openai/gpt-4o", escalation="slm_error:connect",
+            latency_ms=800, cache="miss"),
+        rec(ts=DAY2 + 2, route="none", backend=None, model=None, status=502, error_code="upstream_error",
+            prompt_tokens=0, completion_tokens=0, latency_ms=50, cache="bypass"),
+        rec(ts=DAY2 + 3, route="llm", backend="big", model="openai/gpt-4o", would_route="slm", tenant="beta",
+            latency_ms=600, cache="miss"),
+        rec(ts=DAY1 - 4 * 86_400, route="llm", backend="big", model="openai/gpt-4o", latency_ms=9999),
+    ]
