@@ -7,7 +7,8 @@ Checks before classifying, each escalating to the LLM with its reason:
 ``non_text_content X``   an image/audio/file part anywhere: domain SLMs read text only
 ``tool_turn``            the last message is a tool result or an assistant tool call
 ``tools_requested``      the request offers tools/functions (domain SLMs are not tool-calling models)
-``odd_unicode``          over 30% of the text is invisible, unassigned or combining characters
+``odd_unicode``          over 30% of the text is invisible, unassigned or combining characters, or it
+                         holds unpaired surrogates (not encodable, so not sendable to an SLM as is)
 ``too_long``             estimated prompt + requested completion tokens exceed the domain SLM's context
 ``out_of_vocabulary``    under 25% of the latest turn's n-grams were seen in training (another language
                          or script: the probabilities would be guesses)
@@ -77,6 +78,10 @@ class ClassifierRouter:
         if not parts:
             return Decision("llm", None, 0.0, "no_text")
         latest = parts[0][0]
+        try:
+            latest.encode("utf-8")
+        except UnicodeEncodeError:
+            return Decision("llm", None, 0.0, "odd_unicode unpaired surrogates")
         odd = odd_char_ratio(latest[:2000])
         if odd > ODD_UNICODE_RATIO:
             return Decision("llm", None, 0.0, f"odd_unicode {odd:.0%} invisible/combining")

@@ -262,7 +262,7 @@ def _full_logits(d: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.floating[An
 def train(texts: Sequence[str], labels: Sequence[str], featurizer: str = "tfidf", c: float = 10.0,
           progress: Callable[[str], None] | None = None, seed: int = 0) -> RouterModel:
     """Fit a router model: featurize, fit a multinomial logistic regression, fit a softmax temperature
-    on a stratified 20% split (then refit on everything). Thresholds start empty (the policy's default
+    (at least 1) on a stratified 20% split, then refit on everything. Thresholds start empty (the policy's default
     applies until ``calibrate`` writes per-label ones)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
@@ -289,7 +289,9 @@ def train(texts: Sequence[str], labels: Sequence[str], featurizer: str = "tfidf"
         idx = np.arange(len(y))
         tr, va = train_test_split(idx, test_size=0.2, stratify=y, random_state=seed)
         clf = fit(x[tr], y[tr])
-        temperature = fit_temperature(_full_logits(clf.decision_function(x[va])), y[va])
+        # Only ever soften: a split of the training sources is easier than real traffic, so a fitted
+        # T < 1 (sharper probabilities) would make the model surer than it has any right to be.
+        temperature = max(1.0, fit_temperature(_full_logits(clf.decision_function(x[va])), y[va]))
     step("fitting classifier")
     clf = fit(x, y)
     coef, intercept = clf.coef_, clf.intercept_

@@ -1,0 +1,3 @@
+from benchmarks.router.run import main
+
+raise SystemExit(main())
