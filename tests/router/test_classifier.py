@@ -137,7 +137,7 @@ def test_odd_unicode_escalates(router: ClassifierRouter, text: str) -> None:
 
 
 def test_unknown_script_is_out_of_vocabulary(router: ClassifierRouter) -> None:
-    d = router.decide(chat("请帮我写一个查询，统计每个地区上个月的销售总额"))
+    d = router.decide(chat("请帮我写一个查询\uff0c统计每个地区上个月的销售总额"))
     assert d.target == "llm" and d.reason.startswith("out_of_vocabulary known=")
 
 

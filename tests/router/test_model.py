@@ -90,7 +90,7 @@ def test_corrupt_file_is_refused(model_path: Path, damage: str) -> None:
             info = zf.getinfo("coef.npy")
         pos = info.header_offset + 30 + len(info.filename) + len(info.extra) + info.compress_size // 2
         model_path.write_bytes(data[:pos] + bytes([data[pos] ^ 0xFF]) + data[pos + 1:])
-    with pytest.raises(ModelError, match="model.npz: corrupt"):
+    with pytest.raises(ModelError, match=r"model\.npz: corrupt"):
         RouterModel.load(model_path)
 
 
