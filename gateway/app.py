@@ -39,12 +39,22 @@ def create_app(policy: Policy) -> FastAPI:
     """Build the gateway for one policy. Services are created at start-up and closed at shutdown."""
     from gateway.handlers import router as api_router
     from gateway.pipeline import Pipeline
+    from gateway.reports.admin import metrics_router
+    from gateway.reports.admin import router as admin_router
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(policy)
         # CACHE: construct the response cache here and register it in services.extras["cache"].
-        # LEDGER: construct and start the ledger here and register it in services.extras["ledger"].
+        # LEDGER: the cost model is checked here (an unpriced baseline stops start-up with its reason).
+        from gateway.ledger import Ledger
+        from gateway.metrics import Metrics
+
+        metrics = Metrics()
+        ledger = Ledger.from_policy(policy, metrics=metrics)
+        await ledger.start()
+        services.extras["ledger"] = ledger
+        services.extras["metrics"] = metrics
         app.state.services = services
         app.state.pipeline = Pipeline(services)
         if policy.llm_backends:
@@ -55,12 +65,14 @@ def create_app(policy: Policy) -> FastAPI:
         try:
             yield
         finally:
-            # LEDGER: drain and close the ledger here, before the services go away.
+            await ledger.close()  # LEDGER: drains the buffer (or spills it) before the services go away
             await services.close()
 
     app = FastAPI(title="slm-gateway", version="0.1.0", lifespan=lifespan,
                   description="OpenAI-compatible gateway routing between small models and a hosted LLM")
     app.include_router(api_router)
+    app.include_router(admin_router)  # LEDGER: /admin/report, /admin/dashboard
+    app.include_router(metrics_router)  # LEDGER: /metrics (admin key)
     app.state.policy = policy
 
     @app.exception_handler(GatewayError)

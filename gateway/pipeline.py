@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 from starlette.responses import Response, StreamingResponse
@@ -20,6 +20,10 @@ from gateway.records import RequestRecord
 from gateway.services import Services
 from router.base import Decision
 from serving.dispatch import Answer, Kind, Target
+
+if TYPE_CHECKING:
+    from gateway.costs import Cost
+    from gateway.ledger import Ledger
 
 
 @dataclass(slots=True)
@@ -54,6 +58,9 @@ class Pipeline:
             if kind == "embedding":
                 return self._embedding_targets()
             decision = self.s.router.decide(body)
+            if self.s.policy.router.shadow:
+                # Shadow mode: the LLM answers everything; the ledger keeps where the router would go.
+                return decision, disp.plan(decision.domain, False)
             return decision, disp.plan(decision.domain, decision.target == "slm")
         if self.s.policy.domain(model) is not None:
             decision = Decision("slm", model, 1.0, f"requested model {model}")
@@ -80,6 +87,8 @@ class Pipeline:
         try:
             decision, targets = self.resolve(kind, body)
             rec.domain, rec.confidence, rec.reason = decision.domain, decision.confidence, decision.reason
+            if self.s.policy.router.shadow and rec.requested_model == "auto" and kind != "embedding":
+                rec.would_route = decision.target
             # CACHE: lookup goes here (after routing so the entry's domain TTL is known; before dispatch).
             answer = await self.s.dispatcher.run(kind, body, targets, stream)
         except GatewayError as exc:
@@ -97,7 +106,9 @@ class Pipeline:
         rec.completion_tokens = int(usage.get("completion_tokens") or 0)
         # CACHE: store the complete answer here (answer.body) when the cache plan allows it.
         content = answer.raw if answer.raw is not None else _json(answer.body)
-        self._finish(rec, ctx)
+        cost = self._finish(rec, ctx)
+        if cost is not None:
+            headers["x-slmgw-cost-usd"] = f"{cost.cost_usd:.8f}"
         return Response(content, media_type="application/json", headers=headers)
 
     def _headers(self, ctx: RequestContext, rec: RequestRecord, decision: Decision,
@@ -149,9 +160,10 @@ class Pipeline:
         finally:
             self._finish(rec, ctx)
 
-    def _finish(self, rec: RequestRecord, ctx: RequestContext) -> None:
+    def _finish(self, rec: RequestRecord, ctx: RequestContext) -> Cost | None:
         rec.latency_ms = (time.perf_counter() - ctx.t0) * 1000
-        # LEDGER: record `rec` here (non-blocking).
+        ledger: Ledger | None = self.s.extras.get("ledger")
+        return ledger.record(rec) if ledger is not None else None  # sync, no I/O, never raises
 
     def _finish_error(self, rec: RequestRecord, ctx: RequestContext, exc: GatewayError) -> None:
         rec.status, rec.error_code = exc.status, exc.code

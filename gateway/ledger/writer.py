@@ -138,7 +138,12 @@ class Ledger:
                 await self.engine.dispose()
         self._state = "closed"
 
-    def health(self) -> LedgerHealth:
+    def health(self) -> dict[str, Any]:
+        """JSON-safe state for /health/ready (``ok`` is False while the store is unreachable; the
+        gateway keeps serving and nothing is lost, so this should not fail readiness on its own)."""
+        return self.state().as_dict()
+
+    def state(self) -> LedgerHealth:
         return LedgerHealth(ok=self._state in ("up", "starting"), store=self._state,
                             buffered=len(self._buf), spilled=self._spilled, written=self._written,
                             last_error=self._last_error)

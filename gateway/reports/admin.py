@@ -137,7 +137,7 @@ async def metrics(request: Request) -> Response:
         raise ServiceUnavailable("Metrics are not enabled.", code="metrics_unavailable")
     ledger: Ledger | None = _service(request, "ledger")
     if ledger is not None:
-        h = ledger.health()
+        h = ledger.state()
         m.set_ledger_state(h.buffered, h.store == "up")
     body = m.render()
     return Response(body, media_type=CONTENT_TYPE_LATEST)

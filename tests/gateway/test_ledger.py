@@ -14,7 +14,14 @@ import sqlalchemy as sa
 from gateway.costs import CostModel
 from gateway.ledger import Ledger
 from gateway.ledger.spill import SpillDir
-from gateway.ledger.store import create_engine, current_revision, downgrade, migrate, normalize_url
+from gateway.ledger.store import (
+    create_engine,
+    current_revision,
+    downgrade,
+    head_revision,
+    migrate,
+    normalize_url,
+)
 
 try:
     from tests.gateway.ledger_helpers import PRICES, policy, rec
@@ -51,7 +58,7 @@ async def test_rows_are_written_in_batches_with_costs(tmp_path: Path) -> None:
         ledger.record(rec(request_id="r9999", route="cache", backend=None, cache="hit", ttft_ms=3.5, stream=True))
         await ledger.flush()
         assert await count(ledger) == 251
-        assert ledger.health().written == 251 and ledger.health().buffered == 0
+        assert ledger.state().written == 251 and ledger.state().buffered == 0
         first = (await rows(ledger, "WHERE request_id = 'r0001'"))[0]
         assert first["cost_usd"] == pytest.approx(0.0003)  # 1500 tokens on sql-slm at $0.20/1M
         assert first["baseline_cost_usd"] == pytest.approx(0.0075)
@@ -117,12 +124,12 @@ async def test_migrations_are_versioned_and_idempotent(tmp_path: Path) -> None:
         assert await current_revision(engine) is None
         await migrate(engine)
         await migrate(engine)
-        assert await current_revision(engine) == "0001"
+        assert await current_revision(engine) == head_revision()
         await downgrade(engine, "base")
         async with engine.connect() as conn:
             assert not await conn.run_sync(lambda c: sa.inspect(c).has_table("slmgw_requests"))
         await migrate(engine)
-        assert await current_revision(engine) == "0001"
+        assert await current_revision(engine) == head_revision()
     finally:
         await engine.dispose()
 
@@ -142,16 +149,16 @@ async def test_store_down_spills_then_replays_everything(tmp_path: Path) -> None
     ledger = make_ledger(tmp_path, buffer_max=50, batch_size=20)
     await ledger.start()
     try:
-        assert ledger.health().store == "down" and not ledger.health().ok
+        assert ledger.state().store == "down" and not ledger.state().ok
         for i in range(500):
             ledger.record(rec(request_id=f"d{i:04d}"))
             if i % 50 == 0:
                 await asyncio.sleep(0.01)
         for _ in range(250):
-            if ledger.health().buffered <= 50:
+            if ledger.state().buffered <= 50:
                 break
             await asyncio.sleep(0.02)
-        health = ledger.health()
+        health = ledger.state()
         assert health.buffered <= 50, health  # memory stays bounded
         assert health.spilled >= 450, health
         assert list((tmp_path / "spill").glob("spill-*.jsonl"))
@@ -162,7 +169,7 @@ async def test_store_down_spills_then_replays_everything(tmp_path: Path) -> None
         assert await count(ledger) == 500
         assert len({r["request_id"] for r in await rows(ledger)}) == 500
         assert not list((tmp_path / "spill").glob("spill-*"))
-        assert ledger.health().ok and ledger.health().spilled == 0
+        assert ledger.state().ok and ledger.state().spilled == 0
     finally:
         await ledger.close()
 
@@ -181,7 +188,7 @@ async def test_close_while_down_spills_and_next_start_replays(tmp_path: Path) ->
     await ledger.start()
     try:
         for _ in range(100):  # replayed by the writer at start, without a flush
-            if not ledger.health().spilled:
+            if not ledger.state().spilled:
                 break
             await asyncio.sleep(0.05)
         assert await count(ledger) == 120

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 
 from gateway.costs import CostModel
 from gateway.ledger import Ledger
-from gateway.ledger.store import create_engine, current_revision, migrate, normalize_url
+from gateway.ledger.store import create_engine, current_revision, head_revision, migrate, normalize_url
 
 try:
     from tests.gateway.ledger_helpers import PRICES, policy, rec
@@ -98,7 +98,7 @@ async def test_pg_migrations_and_roundtrip(pg_url: str, tmp_path: Path) -> None:
     await ledger.start()
     try:
         assert ledger.engine is not None and ledger.engine.dialect.name == "postgresql"
-        assert await current_revision(ledger.engine) == "0001"
+        assert await current_revision(ledger.engine) == head_revision()
         await migrate(ledger.engine)  # idempotent
         ledger.record(rec(request_id="pg-1", ts=1_750_000_123.5, reason="x" * 2000))
         await ledger.flush()
@@ -130,19 +130,19 @@ async def test_nothing_lost_when_pg_stops_under_load(pg_url: str, tmp_path: Path
                 await asyncio.to_thread(_cluster, "stop")
                 stopped = True
             if stopped and i % 100 == 0:
-                h = ledger.health()
+                h = ledger.state()
                 saw_down = saw_down or h.store == "down"
                 saw_spill = saw_spill or h.spilled > 0
             if i == 3000:
                 # Give the writer time to notice the outage and the spiller time to work.
                 for _ in range(100):
-                    h = ledger.health()
+                    h = ledger.state()
                     saw_down = saw_down or h.store == "down"
                     saw_spill = saw_spill or h.spilled > 0
                     if saw_down and saw_spill:
                         break
                     await asyncio.sleep(0.05)
-                assert ledger.health().buffered <= 300 + 100, ledger.health()
+                assert ledger.state().buffered <= 300 + 100, ledger.state()
                 await asyncio.to_thread(_cluster, "start")
                 stopped = False
         assert saw_down, "the ledger never noticed the outage"
@@ -154,7 +154,7 @@ async def test_nothing_lost_when_pg_stops_under_load(pg_url: str, tmp_path: Path
                 break
             except Exception:
                 await asyncio.sleep(0.5)
-        assert ledger.health().buffered == 0 and ledger.health().spilled == 0, ledger.health()
+        assert ledger.state().buffered == 0 and ledger.state().spilled == 0, ledger.state()
     finally:
         if stopped:
             await asyncio.to_thread(_cluster, "start")

@@ -196,7 +196,7 @@ async def test_admin_report_api(ledger: Ledger) -> None:
         assert "script-src 'sha256-" in r.headers["content-security-policy"]
         # No CDN, nothing external: the only URL is the SVG namespace name.
         assert not re.search(r"https?://(?!www\.w3\.org/2000/svg\b)", r.text)
-        assert "<script src" not in r.text and "<link" not in r.text
+        assert "<script src" not in r.text and not re.search(r'href="(?!data:)', r.text)
 
 
 async def test_metrics_endpoint(ledger: Ledger) -> None:

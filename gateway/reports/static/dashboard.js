@@ -28,12 +28,13 @@
   // ---- formatting ----
   function money(v) {
     if (v === null || v === undefined) return "–";
+    if (v === 0) return "$0";
     var a = Math.abs(v);
     var digits = a >= 100 ? 0 : a >= 1 ? 2 : a >= 0.01 ? 4 : 6;
     return (v < 0 ? "-$" : "$") + a.toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
   }
   function num(v) { return v === null || v === undefined ? "–" : Number(v).toLocaleString("en-US", { maximumFractionDigits: 1 }); }
-  function pct(v) { return v === null || v === undefined ? "–" : Number(v).toFixed(1) + "%"; }
+  function pct(v) { return v === null || v === undefined ? "–" : Number(v).toLocaleString("en-US", { maximumFractionDigits: 2 }) + "%"; }
   function ms(v) { return v === null || v === undefined ? "–" : Number(v).toLocaleString("en-US", { maximumFractionDigits: 1 }) + " ms"; }
 
   // ---- tiny SVG helpers ----
