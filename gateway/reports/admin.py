@@ -56,7 +56,8 @@ def require_admin(request: Request) -> None:
     if any(hmac.compare_digest(key.encode(), k.encode()) for k in admin_keys):
         return
     client_keys = {k.key for k in policy.auth.api_keys} if policy is not None else set()
-    if key in client_keys:
+    services = getattr(request.app.state, "services", None)  # key-store keys are client keys too
+    if key in client_keys or (services is not None and services.keys.is_client_key(key)):
         raise PermissionDenied("This key may not use the admin API.")
     raise AuthenticationError("Incorrect admin key provided.")
 
@@ -139,5 +140,11 @@ async def metrics(request: Request) -> Response:
     if ledger is not None:
         h = ledger.state()
         m.set_ledger_state(h.buffered, h.store == "up")
+    slm = _service(request, "slm")  # serving's SlmHealth: backends -> state up | degraded | down
+    try:
+        for name, info in (slm.health().get("backends", {}) if slm is not None else {}).items():
+            m.set_backend_health(name, "slm", info.get("state") in ("up", "degraded"))
+    except Exception:  # metrics must render even if a health snapshot changes shape
+        pass
     body = m.render()
     return Response(body, media_type=CONTENT_TYPE_LATEST)
