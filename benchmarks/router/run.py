@@ -63,9 +63,8 @@ def latency(model: RouterModel, model_path: Path, texts: list[str], calls: int) 
     return statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.99))]
 
 
-def quality(model: RouterModel, examples: list[Example], thresholds: dict[str, float] | None = None,
+def quality(model: RouterModel, examples: list[Example], probs: Any, thresholds: dict[str, float] | None = None,
             default: float = 0.5) -> dict[str, Any]:
-    probs = model.predict_proba([e.text for e in examples])
     return evaluate(probs, [e.label for e in examples], model.labels,
                     model.thresholds if thresholds is None else thresholds, default)
 
@@ -89,8 +88,9 @@ def run_featurizer(name: str, featurizer: str, train_set: list[Example], val: li
     rows = []
     for set_name, exs in (("held-back split", test), ("project prompts", styled)):
         with console.status(f"[{name}] evaluating on {set_name}"):
+            probs = model.predict_proba([e.text for e in exs])
             for thr_name, thr in (("calibrated", None), ("0.5 flat", {})):
-                q = quality(model, exs, thr)
+                q = quality(model, exs, probs, thr)
                 rows.append({"featurizer": name, "set": set_name, "thresholds": thr_name, "examples": len(exs),
                              "accuracy": q["accuracy"], "coverage": q["coverage"], "leakage": q["leakage"],
                              "misroute": q["misroute"], "p50_ms": p50, "p99_ms": p99,
