@@ -38,6 +38,7 @@ def build_services(policy: Policy) -> Services:
 def create_app(policy: Policy) -> FastAPI:
     """Build the gateway for one policy. Services are created at start-up and closed at shutdown."""
     from gateway.handlers import router as api_router
+    from gateway.hardening import start_guards, stop_guards
     from gateway.pipeline import Pipeline
     from gateway.reports.admin import metrics_router
     from gateway.reports.admin import router as admin_router
@@ -55,6 +56,7 @@ def create_app(policy: Policy) -> FastAPI:
         await ledger.start()
         services.extras["ledger"] = ledger
         services.extras["metrics"] = metrics
+        await start_guards(services)  # key store refresh, rate limits + budgets, privacy (gateway.hardening)
         app.state.services = services
         app.state.pipeline = Pipeline(services)
         if policy.llm_backends:
@@ -65,6 +67,7 @@ def create_app(policy: Policy) -> FastAPI:
         try:
             yield
         finally:
+            await stop_guards(services)
             await ledger.close()  # LEDGER: drains the buffer (or spills it) before the services go away
             await services.close()
 

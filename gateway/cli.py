@@ -17,12 +17,14 @@ app.add_typer(config_app, name="config")
 
 def _mount() -> None:
     """Sub-commands owned by other packages; their modules import heavy libraries only when run."""
+    from gateway.keys import cli as keys_cli
     from gateway.reports import cli as reports_cli
     from router import cli as router_cli
     from serving import cli as serving_cli
 
     app.add_typer(router_cli.app, name="router")
     app.add_typer(serving_cli.app, name="serving")
+    app.add_typer(keys_cli.app, name="keys")
     app.command("report")(reports_cli.report)
 
 

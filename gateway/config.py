@@ -50,11 +50,23 @@ class ApiKey(_Strict):
     """Name the key's requests are recorded and cached under."""
 
 
+class KeyStoreConfig(_Strict):
+    """Keys created with `slmgw keys create`, stored hashed in the ledger's database (docs/security.md)."""
+
+    enabled: bool = False
+    """Accept keys from the key store (table slmgw_api_keys in the ledger.url database) besides the
+    policy's api_keys."""
+    refresh_s: float = Field(5.0, gt=0, le=300)
+    """How often each gateway process reloads the store; a revoked key stops working within this long."""
+
+
 class AuthConfig(_Strict):
     api_keys: list[ApiKey] = Field(default_factory=list)
     """Client keys. Empty means the gateway accepts requests without a key (development only)."""
     admin_keys: list[str] = Field(default_factory=list)
     """Keys for the /admin routes."""
+    key_store: KeyStoreConfig = KeyStoreConfig()
+    """Hashed client keys managed with `slmgw keys` (per-key budgets and rate limits)."""
 
     @field_validator("api_keys", mode="before")
     @classmethod
@@ -315,6 +327,82 @@ class CostsConfig(_Strict):
     override). False prices such a backend at 0 and logs a warning (its costs are then understated)."""
 
 
+class TenantLimits(_Strict):
+    """Limits of one tenant's keys; a key from the key store may set its own rpm/tpm/budget."""
+
+    rpm: int | None = Field(None, ge=1)
+    """Requests per minute per key (unset: unlimited)."""
+    tpm: int | None = Field(None, ge=1)
+    """Tokens per minute per key: prompt estimate + max_tokens up front, corrected by the actual usage."""
+    budget_usd: float | None = Field(None, ge=0)
+    """USD the tenant may spend per budget period (summed from the ledger's costs; unset: unlimited)."""
+    max_tokens: int | None = Field(None, ge=1)
+    """Cap on a request's max_tokens / max_completion_tokens (400 above it; requests without one get it)."""
+
+
+class LimitsConfig(_Strict):
+    """Rate limits and budgets (docs/security.md). Rate limits are shared by every replica through Redis."""
+
+    redis_url: str | None = None
+    """Redis holding the rate-limit buckets; unset means rate limits are not enforced."""
+    key_prefix: str = "slmgw:rl:"
+    """Prefix of the rate-limit keys in Redis."""
+    default: TenantLimits = TenantLimits()
+    """Limits of tenants not listed in `tenants`."""
+    tenants: dict[str, TenantLimits] = Field(default_factory=dict)
+    """Per-tenant limits, by tenant name."""
+    budget_period: Literal["day", "month", "total"] = "month"
+    """Budgets cover spend since the start of the UTC day, the UTC month, or all time."""
+    budget_cache_s: float = Field(5.0, gt=0)
+    """How long a spend total read from the ledger is reused before it is summed again."""
+    default_completion_tokens: int = Field(256, ge=1)
+    """Completion tokens reserved up front for a request that sets no max_tokens (and no cap applies)."""
+    redis_timeout_ms: float = Field(50.0, gt=0)
+    """Time budget of one rate-limit call to Redis; past it (or with Redis down) requests pass (fail open)."""
+    fail_open_log_interval_s: float = Field(60.0, gt=0)
+    """While Redis is unreachable, the fail-open warning is logged at most once per this many seconds."""
+
+    def for_tenant(self, tenant: str) -> TenantLimits:
+        return self.tenants.get(tenant, self.default)
+
+
+class PrivacyPattern(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_]+$")
+    """Label used in reasons, ledger rows and the mask text ([NAME])."""
+    regex: str = Field(min_length=1)
+    """Python regular expression matched against the request's text."""
+    check: Literal["none", "luhn", "iban"] = "none"
+    """Extra validation of each match: Luhn checksum (card numbers) or ISO 13616 mod-97 (IBANs)."""
+
+    @field_validator("regex")
+    @classmethod
+    def _compiles(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"invalid regular expression: {exc}") from None
+        return value
+
+
+class PrivacyConfig(_Strict):
+    """Sensitive-data rule (docs/security.md): what counts as sensitive and what happens to it."""
+
+    action: Literal["off", "keep_local", "mask"] = "off"
+    """keep_local: requests with sensitive data go only to in-house SLMs (never a hosted LLM; 503 if the
+    SLM fails); mask: matches are replaced by [NAME] before the request is sent anywhere."""
+    detectors: list[Literal["email", "phone", "card", "iban"]] = ["email", "phone", "card", "iban"]
+    """Built-in detectors to use."""
+    patterns: list[PrivacyPattern] = Field(default_factory=list)
+    """Additional patterns."""
+    local_backend: str | None = None
+    """keep_local: SLM backend for sensitive requests the router did not send to a domain's SLM;
+    unset means such requests are refused (503) rather than sent to a hosted LLM."""
+    presidio: bool = False
+    """Also run Microsoft Presidio's analyzer (install the `privacy` extra)."""
+    max_chars: int = Field(200_000, ge=100)
+    """Text beyond this many characters is not scanned (keep_local then treats the request as sensitive)."""
+
+
 class Policy(_Strict):
     version: Literal[1] = 1
     """Policy format version."""
@@ -340,6 +428,10 @@ class Policy(_Strict):
     """Where each request's record (route, tokens, cost) is written."""
     costs: CostsConfig = CostsConfig()
     """Prices and the savings baseline."""
+    limits: LimitsConfig = LimitsConfig()
+    """Rate limits, budgets and max_tokens caps per key and tenant."""
+    privacy: PrivacyConfig = PrivacyConfig()
+    """Sensitive-data detection and where such requests may go."""
     base_dir: str = Field(".", exclude=True)
     """Directory of the policy file; relative paths in the policy are resolved against it."""
 
@@ -361,6 +453,8 @@ class Policy(_Strict):
                 errors.append(f"llm_backends.{name}: name clashes with a domain or 'auto'")
         if self.embeddings and self.embeddings.backend not in {*self.slm_backends, *self.llm_backends}:
             errors.append(f"embeddings.backend: unknown backend {self.embeddings.backend!r}")
+        if self.privacy.local_backend and self.privacy.local_backend not in self.slm_backends:
+            errors.append(f"privacy.local_backend: unknown SLM backend {self.privacy.local_backend!r}")
         if errors:
             raise ValueError("; ".join(errors))
         return self

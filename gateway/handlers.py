@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from fastapi import APIRouter, Request
@@ -11,10 +12,14 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import JSONResponse, Response
 
 from gateway.errors import InvalidRequest, PayloadTooLarge
+from gateway.hardening import check_json_shape
 from gateway.pipeline import Pipeline, RequestContext
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from gateway.services import Services
 from serving.dispatch import Kind
+
+if TYPE_CHECKING:
+    from gateway.limits import Limits
 
 router = APIRouter()
 
@@ -44,6 +49,7 @@ async def read_json(request: Request, services: Services) -> dict[str, Any]:
         raise InvalidRequest(f"Request body is not valid JSON: {exc}") from None
     if not isinstance(body, dict):
         raise InvalidRequest("Request body must be a JSON object.")
+    check_json_shape(body)  # deep nesting / huge value counts -> 400 before anything walks the body
     return body
 
 
@@ -59,17 +65,24 @@ def _validate(model: type[BaseModel], body: dict[str, Any]) -> None:
 
 async def _serve(request: Request, kind: Kind, model: type[BaseModel]) -> Response:
     services: Services = request.app.state.services
-    tenant = services.keys.tenant(request.headers)
+    caller = services.keys.identify(request.headers)
     body = await read_json(request, services)
     _validate(model, body)
     if kind == "chat" and len(body["messages"]) > services.policy.server.max_messages:
         raise InvalidRequest(f"Too many messages; the limit is {services.policy.server.max_messages}.",
                              param="messages")
     ctx = RequestContext(request_id=request.headers.get("x-request-id") or f"req_{uuid.uuid4().hex}",
-                         tenant=tenant, headers=request.headers)
+                         tenant=caller.tenant, headers=request.headers, key_id=caller.key_id)
     request.state.request_id = ctx.request_id
+    limits: Limits | None = services.extras.get("limits")
+    grant = await limits.admit(caller, kind, body) if limits is not None else None  # 429 / 400 (max_tokens)
+    if limits is not None and grant is not None:
+        ctx.on_finish = functools.partial(limits.settle, grant)
     pipeline: Pipeline = request.app.state.pipeline
-    return await pipeline.handle(ctx, kind, body)
+    response = await pipeline.handle(ctx, kind, body)
+    if grant is not None:
+        response.headers.update(grant.headers)
+    return response
 
 
 @router.post("/v1/chat/completions", openapi_extra=_schema(ChatCompletionRequest))

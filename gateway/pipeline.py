@@ -8,14 +8,14 @@ first event is fetched (by the dispatcher) before the response starts.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
 from starlette.responses import Response, StreamingResponse
 
-from gateway.errors import GatewayError, ModelNotFound
+from gateway.errors import GatewayError, ModelNotFound, NoBackendAvailable
 from gateway.records import RequestRecord
 from gateway.services import Services
 from router.base import Decision
@@ -33,6 +33,10 @@ class RequestContext:
     headers: Mapping[str, str]
     t0: float = field(default_factory=time.perf_counter)
     ts: float = field(default_factory=time.time)
+    key_id: str | None = None
+    """Public id of the caller's key (ledger extra.key_id: per-key budgets are summed by it)."""
+    on_finish: Callable[[RequestRecord], None] | None = None
+    """Called with the finished record (limits settle the token reservation to the actual usage)."""
 
 
 def _json(obj: Any) -> bytes:
@@ -84,14 +88,21 @@ class Pipeline:
         stream = bool(body.get("stream")) and kind != "embedding"
         rec = RequestRecord(request_id=ctx.request_id, ts=ctx.ts, tenant=ctx.tenant, endpoint=kind,
                             requested_model=str(body.get("model")), stream=stream)
+        if ctx.key_id:
+            rec.extra["key_id"] = ctx.key_id
+        privacy = self.s.extras.get("privacy")
         try:
             decision, targets = self.resolve(kind, body)
+            if privacy is not None:  # sensitive data: keep it in-house or mask it (gateway.privacy)
+                decision, targets, body = privacy.apply(body, decision, targets, rec)
             rec.domain, rec.confidence, rec.reason = decision.domain, decision.confidence, decision.reason
             if self.s.policy.router.shadow and rec.requested_model == "auto" and kind != "embedding":
                 rec.would_route = decision.target
             # CACHE: lookup goes here (after routing so the entry's domain TTL is known; before dispatch).
             answer = await self.s.dispatcher.run(kind, body, targets, stream)
         except GatewayError as exc:
+            if privacy is not None and isinstance(exc, NoBackendAvailable):
+                privacy.explain_failure(exc, rec)
             self._finish_error(rec, ctx, exc)
             raise
         rec.route, rec.backend, rec.model, rec.escalation = answer.route, answer.backend, answer.model, \
@@ -162,6 +173,8 @@ class Pipeline:
 
     def _finish(self, rec: RequestRecord, ctx: RequestContext) -> Cost | None:
         rec.latency_ms = (time.perf_counter() - ctx.t0) * 1000
+        if ctx.on_finish is not None:
+            ctx.on_finish(rec)
         ledger: Ledger | None = self.s.extras.get("ledger")
         return ledger.record(rec) if ledger is not None else None  # sync, no I/O, never raises
 

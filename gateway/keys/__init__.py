@@ -1,0 +1,5 @@
+"""Client keys created with ``slmgw keys``: stored as SHA-256 hashes in the ledger's database.
+
+``store`` holds the table and its queries, ``refresh`` keeps each gateway process's in-memory copy
+current, ``cli`` is the ``slmgw keys`` command group. See docs/security.md.
+"""
