@@ -46,7 +46,12 @@ def create_app(policy: Policy) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(policy)
-        # CACHE: construct the response cache here and register it in services.extras["cache"].
+        # CACHE: Redis (or the in-process LRU); a Redis that is down is logged, never fatal.
+        from gateway.cache import ResponseCache
+
+        cache = ResponseCache.from_config(policy.cache)
+        await cache.start()
+        services.extras["cache"] = cache
         # LEDGER: the cost model is checked here (an unpriced baseline stops start-up with its reason).
         from gateway.ledger import Ledger
         from gateway.metrics import Metrics
@@ -56,6 +61,9 @@ def create_app(policy: Policy) -> FastAPI:
         await ledger.start()
         services.extras["ledger"] = ledger
         services.extras["metrics"] = metrics
+        from gateway.cache.metrics import register as register_cache_metrics
+
+        register_cache_metrics(cache, metrics.registry)
         await start_guards(services)  # key store refresh, rate limits + budgets, privacy (gateway.hardening)
         app.state.services = services
         app.state.pipeline = Pipeline(services)
@@ -68,6 +76,7 @@ def create_app(policy: Policy) -> FastAPI:
             yield
         finally:
             await stop_guards(services)
+            await cache.close()  # CACHE: finishes background stores
             await ledger.close()  # LEDGER: drains the buffer (or spills it) before the services go away
             await services.close()
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 from starlette.responses import Response, StreamingResponse
 
+from gateway.cache import CacheEntry, EntryMeta, ResponseCache, StreamRecorder, entry_from_completion
 from gateway.errors import GatewayError, ModelNotFound, NoBackendAvailable
 from gateway.records import RequestRecord
 from gateway.services import Services
@@ -93,29 +94,42 @@ class Pipeline:
         privacy = self.s.extras.get("privacy")
         try:
             decision, targets = self.resolve(kind, body)
+            # CACHE: keyed on the request as the client sent it; its `cache` field never goes upstream.
+            cache: ResponseCache | None = self.s.extras.get("cache")
+            plan = cache.plan(kind, ctx.tenant, body, ctx.headers, decision.domain) \
+                if cache is not None and kind != "embedding" else None
+            body.pop("cache", None)
             if privacy is not None:  # sensitive data: keep it in-house or mask it (gateway.privacy)
                 decision, targets, body = privacy.apply(body, decision, targets, rec)
             rec.domain, rec.confidence, rec.reason = decision.domain, decision.confidence, decision.reason
             if self.s.policy.router.shadow and rec.requested_model == "auto" and kind != "embedding":
                 rec.would_route = decision.target
-            # CACHE: lookup goes here (after routing so the entry's domain TTL is known; before dispatch).
+            if plan is not None and cache is not None:
+                found = await cache.lookup(plan)
+                rec.cache = found.outcome
+                if found.entry is not None:
+                    return self._cached(ctx, rec, decision, body, found.entry, stream)
             answer = await self.s.dispatcher.run(kind, body, targets, stream)
         except GatewayError as exc:
             if privacy is not None and isinstance(exc, NoBackendAvailable):
                 privacy.explain_failure(exc, rec)
+            exc.headers.setdefault("x-slmgw-cache", rec.cache)
             self._finish_error(rec, ctx, exc)
             raise
         rec.route, rec.backend, rec.model, rec.escalation = answer.route, answer.backend, answer.model, \
             answer.escalation
         headers = self._headers(ctx, rec, decision, answer)
         if answer.chunks is not None:
-            return StreamingResponse(self._sse(ctx, rec, body, answer), media_type="text/event-stream",
+            keep = cache.recorder(plan, _entry_meta(answer, decision)) \
+                if cache is not None and plan is not None else None
+            return StreamingResponse(self._sse(ctx, rec, body, answer, keep), media_type="text/event-stream",
                                      headers={**headers, "cache-control": "no-cache"})
         assert answer.body is not None
         usage = answer.body.get("usage") or {}
         rec.prompt_tokens = int(usage.get("prompt_tokens") or 0)
         rec.completion_tokens = int(usage.get("completion_tokens") or 0)
-        # CACHE: store the complete answer here (answer.body) when the cache plan allows it.
+        if cache is not None and plan is not None and plan.write:  # CACHE: stored in the background
+            cache.store_soon(plan, entry_from_completion(plan.kind, answer.body, _entry_meta(answer, decision)))
         content = answer.raw if answer.raw is not None else _json(answer.body)
         cost = self._finish(rec, ctx)
         if cost is not None:
@@ -136,10 +150,11 @@ class Pipeline:
             "x-slmgw-confidence": f"{decision.confidence:.3f}",
             "x-slmgw-reason": _header_safe(reason),
             "x-slmgw-overhead-ms": f"{max(overhead, 0.0):.2f}",
+            "x-slmgw-cache": rec.cache,
         }
 
     async def _sse(self, ctx: RequestContext, rec: RequestRecord, body: dict[str, Any],
-                   answer: Answer) -> AsyncIterator[bytes]:
+                   answer: Answer, keep: StreamRecorder | None = None) -> AsyncIterator[bytes]:
         assert answer.chunks is not None
         opts = body.get("stream_options")
         wants_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
@@ -153,13 +168,16 @@ class Pipeline:
                 if usage:
                     rec.prompt_tokens = int(usage.get("prompt_tokens") or 0)
                     rec.completion_tokens = int(usage.get("completion_tokens") or 0)
+                if keep is not None:  # CACHE: the chunk as the upstream sent it (usage included)
+                    keep.add(chunk)
                 if not wants_usage:
                     if "usage" in chunk:
                         if not chunk.get("choices"):
                             continue  # the usage-only chunk the gateway asked for on its own account
                         del chunk["usage"]
-                # CACHE: collect `chunk` here for storing a completed stream.
                 yield b"data: " + _json(chunk) + b"\n\n"
+            if keep is not None:
+                keep.finish()  # CACHE: only a stream that ended without an error is stored
             yield b"data: [DONE]\n\n"
         except GatewayError as exc:
             # Bytes already went out, so the status can't change: end with an OpenAI-style error event.
@@ -171,6 +189,35 @@ class Pipeline:
         finally:
             self._finish(rec, ctx)
 
+    def _cached(self, ctx: RequestContext, rec: RequestRecord, decision: Decision, body: dict[str, Any],
+                entry: CacheEntry, stream: bool) -> Response:
+        """Answer from the cache: route `cache`, the stored answer's model and tokens (for the ledger)."""
+        meta = entry.meta
+        rec.route, rec.model, rec.backend = "cache", meta.model, meta.backend
+        rec.prompt_tokens, rec.completion_tokens = meta.prompt_tokens, meta.completion_tokens
+        headers = {
+            "x-request-id": ctx.request_id,
+            "x-slmgw-route": "cache",
+            "x-slmgw-model": meta.model or "",
+            "x-slmgw-domain": decision.domain or "",
+            "x-slmgw-confidence": f"{decision.confidence:.3f}",
+            "x-slmgw-reason": _header_safe(f"cache hit (answered by {meta.route or '?'}); {decision.reason}"),
+            "x-slmgw-cache": "hit",
+        }
+        if stream:
+            opts = body.get("stream_options")
+            wants_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
+            content, media = b"".join(entry.sse(wants_usage)), "text/event-stream"
+            headers["cache-control"] = "no-cache"
+            rec.ttft_ms = (time.perf_counter() - ctx.t0) * 1000
+        else:
+            content, media = entry.body(), "application/json"
+        headers["x-slmgw-overhead-ms"] = f"{(time.perf_counter() - ctx.t0) * 1000:.2f}"
+        cost = self._finish(rec, ctx)
+        if cost is not None:
+            headers["x-slmgw-cost-usd"] = f"{cost.cost_usd:.8f}"
+        return Response(content, media_type=media, headers=headers)
+
     def _finish(self, rec: RequestRecord, ctx: RequestContext) -> Cost | None:
         rec.latency_ms = (time.perf_counter() - ctx.t0) * 1000
         if ctx.on_finish is not None:
@@ -181,6 +228,10 @@ class Pipeline:
     def _finish_error(self, rec: RequestRecord, ctx: RequestContext, exc: GatewayError) -> None:
         rec.status, rec.error_code = exc.status, exc.code
         self._finish(rec, ctx)
+
+
+def _entry_meta(answer: Answer, decision: Decision) -> EntryMeta:
+    return EntryMeta(route=answer.route, domain=decision.domain, model=answer.model, backend=answer.backend)
 
 
 def _header_safe(text: str) -> str:

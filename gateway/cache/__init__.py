@@ -19,13 +19,14 @@ from gateway.cache.service import (
     Lookup,
     Outcome,
     ResponseCache,
+    StreamRecorder,
     entry_from_chunks,
     entry_from_completion,
 )
 
 __all__ = [
     "CacheBackend", "CacheControl", "CacheEntry", "CachePlan", "CacheStats", "EntryMeta", "Lookup",
-    "MemoryBackend", "Outcome", "ResponseCache", "assemble_chat", "assemble_text", "cache_key",
+    "MemoryBackend", "Outcome", "ResponseCache", "StreamRecorder", "assemble_chat", "assemble_text", "cache_key",
     "canonical_body", "entry_from_chunks", "entry_from_completion", "is_deterministic", "parse_control",
     "synthesise_chat_chunks", "synthesise_text_chunks", "without_cache_field",
 ]

@@ -150,6 +150,10 @@ class ResponseCache:
             self.backend.stats.stores += 1
         return stored
 
+    def recorder(self, plan: CachePlan, meta: EntryMeta) -> StreamRecorder | None:
+        """A recorder for a stream whose answer may be stored, else None (nothing to collect)."""
+        return StreamRecorder(self, plan, meta) if self.ttl_for(plan, meta.domain) is not None else None
+
     def store_soon(self, plan: CachePlan, entry: CacheEntry) -> None:
         """``store`` in the background, so the response does not wait for it."""
         if self.ttl_for(plan, entry.meta.domain) is None:
@@ -176,6 +180,24 @@ class ResponseCache:
     async def close(self) -> None:
         await self.drain()
         await self.backend.close()
+
+
+class StreamRecorder:
+    """Collects a stream's chunks as they pass to the client and stores the answer once it ended
+    normally. ``add`` keeps a shallow copy, so the caller may strip fields from the chunk it sends."""
+
+    __slots__ = ("_cache", "_chunks", "_meta", "_plan")
+
+    def __init__(self, cache: ResponseCache, plan: CachePlan, meta: EntryMeta) -> None:
+        self._cache, self._plan, self._meta = cache, plan, meta
+        self._chunks: list[dict[str, Any]] = []
+
+    def add(self, chunk: Mapping[str, Any]) -> None:
+        self._chunks.append(dict(chunk))
+
+    def finish(self) -> None:
+        """The upstream stream ended without an error: store it (in the background)."""
+        self._cache.store_soon(self._plan, entry_from_chunks(self._plan.kind, self._chunks, self._meta))
 
 
 def is_complete(entry: CacheEntry) -> bool:
