@@ -70,6 +70,9 @@ def create_app(policy: Policy) -> FastAPI:
         if policy.llm_backends:
             # litellm takes seconds to import: do it now, not on the first escalated request.
             services.dispatcher.llm.litellm  # noqa: B018
+        # SLM replicas: probe once (logs adapters vLLM does not serve), then poll; /health/ready shows it.
+        await services.dispatcher.start()
+        services.extras["slm"] = services.dispatcher.health
         log.info("slm-gateway ready: %d domains, %d SLM backends, %d LLM backends",
                  len(policy.domains), len(policy.slm_backends), len(policy.llm_backends))
         try:

@@ -5,6 +5,12 @@ policy's fallback LLMs. A target that fails with an ``UpstreamError`` before any
 client hands over to the next; a ``ClientError`` (the request itself is bad) stops at once. For a
 stream, the first event is fetched before the stream is handed back, so an SLM that accepts the
 connection but fails on the first token still escalates.
+
+Before an SLM is tried at all, requests it cannot serve escalate with a reason: a feature its backend
+does not list in ``supports`` (``unsupported:tools``), a prompt plus ``max_tokens`` over its
+``context_length`` (``context_length:N+M>C``), or no healthy replica (``slm_down:...``). Replicas are
+chosen by ``SlmHealth`` (least outstanding requests, circuit breaker); a failed replica hands over to the
+next one, then to the LLMs. Every reason met on the way is kept, in order, in ``Answer.escalation``.
 """
 
 from __future__ import annotations
@@ -17,11 +23,20 @@ import orjson
 
 from gateway.config import Policy
 from gateway.errors import GatewayError, NoBackendAvailable, UpstreamClientError, UpstreamError
+from serving.escalation import output_tokens, prompt_bounds, unsupported_feature
+from serving.health import Replica, SlmHealth
 from serving.llm import LlmClient
 from serving.slm import SlmClient
 
 Kind = Literal["chat", "completion", "embedding"]
-_PATHS: dict[str, str] = {"chat": "/chat/completions", "completion": "/completions", "embedding": "/embeddings"}
+_PATHS: dict[str, str] = {"chat": "/chat/completions", "completion": "/completions",
+                          "embedding": "/embeddings"}
+_SAME_ON_EVERY_REPLICA = ("slm_rejected_400", "slm_rejected_413", "slm_rejected_422")
+"""vLLM's verdicts on the request itself (e.g. too long): another replica of the same model agrees."""
+
+
+class Escalation(UpstreamError):
+    """The SLM is not even tried: the request needs something it lacks."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,8 +65,15 @@ class Dispatcher:
         self.policy = policy
         self.slm = SlmClient()
         self.llm = LlmClient()
+        self.health = SlmHealth(policy, lambda: self.slm.session)
+
+    async def start(self) -> list[str]:
+        """Probe the SLM replicas once and start polling them; returns the problems found (each one
+        also logged), e.g. an adapter the policy names that vLLM does not serve."""
+        return await self.health.start()
 
     async def close(self) -> None:
+        await self.health.close()
         await self.slm.close()
 
     def plan(self, domain: str | None, to_slm: bool, llm: str | None = None) -> list[Target]:
@@ -70,7 +92,7 @@ class Dispatcher:
     async def run(self, kind: Kind, body: dict[str, Any], targets: list[Target], stream: bool) -> Answer:
         import time
 
-        escalation: str | None = None
+        reasons: list[str] = []
         last: GatewayError | None = None
         for target in targets:
             t0 = time.perf_counter()
@@ -83,9 +105,9 @@ class Dispatcher:
                 raise
             except UpstreamError as exc:
                 last = exc
-                escalation = escalation or exc.reason
+                reasons.append(exc.reason)
                 continue
-            answer.escalation = escalation
+            answer.escalation = ",".join(reasons) or None
             answer.upstream_ms = (time.perf_counter() - t0) * 1000
             return answer
         names = ", ".join(f"{t.route}:{t.backend}" for t in targets)
@@ -94,34 +116,86 @@ class Dispatcher:
 
     async def _slm(self, kind: Kind, body: dict[str, Any], name: str, stream: bool) -> Answer:
         backend = self.policy.slm_backends[name]
+        if kind != "embedding":
+            feature = unsupported_feature(body, backend.supports)
+            if feature:
+                raise Escalation(f"SLM {name!r} does not support {feature}", backend=name,
+                                 reason=f"unsupported:{feature}")
+            await self._check_context(kind, body, name)
         payload = {**body, "model": backend.model}
         if stream:
             payload["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         data = orjson.dumps(payload)
+        tried: set[str] = set()
+        reasons: list[str] = []
         last: UpstreamError | None = None
-        for base_url in backend.base_urls:
+        while (rep := self.health.pick(name, tried)) is not None:
+            tried.add(rep.url)
+            rep.outstanding += 1
+            handed_over = False
             try:
                 if not stream:
-                    raw = await self.slm.post(backend, base_url, _PATHS[kind], data)
+                    raw = await self.slm.post(backend, rep.url, _PATHS[kind], data)
                     try:
                         obj = orjson.loads(raw)
                     except orjson.JSONDecodeError:
                         raise UpstreamError("SLM returned invalid JSON", reason="slm_bad_response") from None
+                    self.health.record_success(rep)
                     return Answer("slm", name, backend.model, body=obj, raw=raw)
-                opened = await self.slm.stream(backend, base_url, _PATHS[kind], data)
-                chunks = _parse_events(opened.events)
-                return Answer("slm", name, backend.model, chunks=await _prefetch(chunks))
+                opened = await self.slm.stream(backend, rep.url, _PATHS[kind], data)
+                chunks = await _prefetch(_parse_events(opened.events))
+                self.health.record_success(rep)
+                handed_over = True
+                return Answer("slm", name, backend.model, chunks=_release_at_end(chunks, rep))
             except UpstreamError as exc:
+                self.health.record_failure(rep, exc.reason, backend.model)
                 last = exc
-        assert last is not None
-        raise last
+                reasons.append(exc.reason)
+                if exc.reason in _SAME_ON_EVERY_REPLICA:
+                    break
+            finally:
+                if not handed_over:
+                    rep.outstanding -= 1
+        if last is None:
+            reason = self.health.unavailable_reason(name)
+            raise UpstreamError(f"SLM {name!r} has no healthy replica ({reason})", backend=name,
+                                reason=reason)
+        raise UpstreamError(last.message, backend=name, reason="+".join(reasons))
+
+    async def _check_context(self, kind: Kind, body: dict[str, Any], name: str) -> None:
+        """Escalate when prompt + max_tokens cannot fit the SLM's window. Cheap bounds decide most
+        requests; only an ambiguous one costs a call to vLLM's /tokenize."""
+        backend = self.policy.slm_backends[name]
+        window = backend.context_length
+        out = output_tokens(body)
+        lower, upper = prompt_bounds(kind, body)
+        if upper + out <= window:
+            return
+        count: int | None = lower
+        if lower + out <= window:
+            count = None
+            reps = [r for r in self.health.replicas_of(name) if r.state != "down"]
+            if reps:
+                if kind == "chat":
+                    probe = {"model": backend.model, "messages": body.get("messages"),
+                             "add_generation_prompt": True}
+                else:
+                    probe = {"model": backend.model, "prompt": body.get("prompt")}
+                count = await self.slm.tokenize(backend, reps[0].root, probe)
+            if count is None:
+                count = upper  # cannot count: assume the worst
+            if count + out <= window:
+                return
+        raise Escalation(f"prompt ({count} tokens) + max_tokens ({out}) exceed the SLM's context window "
+                         f"({window})", backend=name, reason=f"context_length:{count}+{out}>{window}")
 
     async def _llm(self, kind: Kind, body: dict[str, Any], name: str, stream: bool) -> Answer:
         backend = self.policy.llm_backends[name]
         if kind == "embedding":
             return Answer("llm", name, backend.model, body=await self.llm.embedding(name, backend, body))
         if stream:
-            payload = {**body, "stream_options": {**(body.get("stream_options") or {}), "include_usage": True}}
+            opts = {**(body.get("stream_options") or {}), "include_usage": True}
+            payload = {**body, "stream_options": opts}
             chunks = await self.llm.stream(name, backend, payload, chat=kind == "chat")
             return Answer("llm", name, backend.model, chunks=await _prefetch(chunks))
         call = self.llm.chat if kind == "chat" else self.llm.completion
@@ -154,3 +228,12 @@ async def _prefetch(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict
             yield chunk
 
     return rest()
+
+
+async def _release_at_end(chunks: AsyncIterator[dict[str, Any]], rep: Replica) -> AsyncIterator[dict[str, Any]]:
+    """Keep the replica's outstanding count up while the stream is being read."""
+    try:
+        async for chunk in chunks:
+            yield chunk
+    finally:
+        rep.outstanding -= 1

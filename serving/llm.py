@@ -10,6 +10,7 @@ on; everything else (auth of the gateway's own key, 429, 5xx, timeouts, connecti
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -41,11 +42,22 @@ def _call_args(backend: LlmBackend, body: dict[str, Any]) -> dict[str, Any]:
     return args
 
 
-def _map_error(name: str, exc: Exception) -> Exception:
+_KEYISH = re.compile(r"\b(sk|pk|key|token)[-_][A-Za-z0-9_\-]{8,}", re.IGNORECASE)
+
+
+def scrub(text: str, key: str | None = None) -> str:
+    """Remove the backend's key and anything shaped like an API key from a message that may be logged
+    or returned to a client."""
+    if key:
+        text = text.replace(key, "***")
+    return _KEYISH.sub("***", text)
+
+
+def _map_error(name: str, exc: Exception, key: str | None = None) -> Exception:
     status = getattr(exc, "status_code", None)
     kind = type(exc).__name__
     # litellm puts the provider's message after its own prefixes; keep it short and key-free.
-    message = str(getattr(exc, "message", exc)).replace("litellm.", "")[:500]
+    message = scrub(str(getattr(exc, "message", exc)).replace("litellm.", ""), key)[:500]
     if kind in ("Timeout",) or "Timeout" in kind:
         return UpstreamTimeout(f"LLM backend {name!r} timed out", backend=name, reason="llm_timeout")
     if isinstance(status, int) and status in (400, 404, 413, 422) and kind not in (
@@ -75,21 +87,21 @@ class LlmClient:
         try:
             resp = await self.litellm.acompletion(**_call_args(backend, body))
         except Exception as exc:
-            raise _map_error(name, exc) from None
+            raise _map_error(name, exc, backend.api_key) from None
         return _dump(resp)
 
     async def completion(self, name: str, backend: LlmBackend, body: dict[str, Any]) -> dict[str, Any]:
         try:
             resp = await self.litellm.atext_completion(**_call_args(backend, body))
         except Exception as exc:
-            raise _map_error(name, exc) from None
+            raise _map_error(name, exc, backend.api_key) from None
         return _dump(resp)
 
     async def embedding(self, name: str, backend: LlmBackend, body: dict[str, Any]) -> dict[str, Any]:
         try:
             resp = await self.litellm.aembedding(**_call_args(backend, body))
         except Exception as exc:
-            raise _map_error(name, exc) from None
+            raise _map_error(name, exc, backend.api_key) from None
         return _dump(resp)
 
     async def stream(self, name: str, backend: LlmBackend, body: dict[str, Any],
@@ -102,14 +114,14 @@ class LlmClient:
             else:
                 resp = await self.litellm.atext_completion(**args)
         except Exception as exc:
-            raise _map_error(name, exc) from None
+            raise _map_error(name, exc, backend.api_key) from None
 
         async def chunks() -> AsyncIterator[dict[str, Any]]:
             try:
                 async for chunk in resp:
                     yield _dump(chunk)
             except Exception as exc:
-                raise _map_error(name, exc) from None
+                raise _map_error(name, exc, backend.api_key) from None
 
         return chunks()
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import orjson
 
 from gateway.config import SlmBackend
 from gateway.errors import UpstreamError, UpstreamTimeout
@@ -69,6 +70,22 @@ class SlmClient:
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"SLM at {base_url} unreachable: {type(exc).__name__}",
                                 reason="slm_unreachable") from None
+
+    async def tokenize(self, backend: SlmBackend, root: str, payload: dict[str, Any],
+                       timeout_s: float = 2.0) -> int | None:
+        """Prompt token count from vLLM's ``/tokenize`` (``root`` is the server root, without /v1);
+        None when it cannot say (old vLLM, timeout, error): the caller then estimates."""
+        try:
+            async with self.session.post(root + "/tokenize", data=orjson.dumps(payload),
+                                         headers=self._headers(backend),
+                                         timeout=aiohttp.ClientTimeout(total=timeout_s)) as resp:
+                if resp.status != 200:
+                    return None
+                data = await resp.json(content_type=None)
+        except (TimeoutError, aiohttp.ClientError, ValueError):
+            return None
+        count = data.get("count") if isinstance(data, dict) else None
+        return count if isinstance(count, int) else None
 
     async def stream(self, backend: SlmBackend, base_url: str, path: str, body: bytes) -> SlmStream:
         """Open a streaming POST; raises UpstreamError unless the upstream answered 2xx."""
