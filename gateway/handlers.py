@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 from starlette.responses import JSONResponse, Response
 
 from gateway.errors import InvalidRequest, PayloadTooLarge
-from gateway.hardening import check_json_shape
+from gateway.hardening import check_content_parts, check_json_shape
 from gateway.pipeline import Pipeline, RequestContext
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from gateway.services import Services
@@ -55,7 +55,7 @@ async def read_json(request: Request, services: Services) -> dict[str, Any]:
 
 def _validate(model: type[BaseModel], body: dict[str, Any]) -> None:
     try:
-        model.model_validate(body)
+        model.model_validate(body, strict=True)  # "9" is not an int: what is checked is what goes upstream
     except ValidationError as exc:
         err = exc.errors()[0]
         param = ".".join(str(p) for p in err["loc"]) or None
@@ -71,6 +71,8 @@ async def _serve(request: Request, kind: Kind, model: type[BaseModel]) -> Respon
     if kind == "chat" and len(body["messages"]) > services.policy.server.max_messages:
         raise InvalidRequest(f"Too many messages; the limit is {services.policy.server.max_messages}.",
                              param="messages")
+    if kind == "chat":
+        check_content_parts(body["messages"])
     ctx = RequestContext(request_id=request.headers.get("x-request-id") or f"req_{uuid.uuid4().hex}",
                          tenant=caller.tenant, headers=request.headers, key_id=caller.key_id)
     request.state.request_id = ctx.request_id

@@ -82,3 +82,27 @@ async def stop_guards(services: Services) -> None:
                 await component.close()
             except Exception:
                 log.exception("closing %s failed", name)
+
+
+_PART_FIELDS = {"text": "text", "image_url": "image_url", "input_audio": "input_audio", "file": "file",
+                "refusal": "refusal"}
+"""Content part types of OpenAI's chat API and the field each one must carry."""
+
+
+def check_content_parts(messages: list[Any]) -> None:
+    """400 for a content part OpenAI would refuse (upstreams answer such parts with errors that look like
+    their own failures, which would turn a bad request into an escalation or a 503)."""
+    for i, message in enumerate(messages):
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, list):
+            continue
+        for j, part in enumerate(content):
+            kind = part.get("type") if isinstance(part, dict) else None
+            field = _PART_FIELDS.get(kind) if isinstance(kind, str) else None
+            if field is None or field not in part:
+                raise InvalidRequest(f"messages.{i}.content.{j}: a content part needs a known 'type' (text, "
+                                     "image_url, input_audio, file) and its matching field.",
+                                     param=f"messages.{i}.content.{j}")
+            if field == "text" and not isinstance(part["text"], str):
+                raise InvalidRequest(f"messages.{i}.content.{j}.text must be a string.",
+                                     param=f"messages.{i}.content.{j}.text")
