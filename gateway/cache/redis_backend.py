@@ -4,9 +4,9 @@ The cache sits on every request's path, so it must cost a few milliseconds at wo
 request. Every operation runs under ``asyncio.timeout(op_timeout_s)`` (pool wait, connect and
 round trip together); redis-py's own retries are off. A connection failure, or ``failure_threshold``
 timeouts in a row, marks Redis down: operations then return at once (miss / no-op) without touching
-the network. After a back-off (doubling up to ``backoff_max_s``) one operation is let through as a
-probe; success marks Redis up again. The outage is logged when it starts, at most once per
-``log_interval_s`` while it lasts, and when it ends.
+the network. After a back-off (doubling up to ``backoff_max_s``) a background probe (PING, generous
+timeout, off the request path) checks it; success marks Redis up again. The outage is logged when it
+starts, at most once per ``log_interval_s`` while it lasts, and when it ends.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
@@ -42,8 +42,10 @@ class RedisBackend:
         self.backoff_min_s = backoff_min_s
         self.backoff_max_s = backoff_max_s
         self.log_interval_s = log_interval_s
+        self.probe_timeout_s = max(0.25, connect_timeout_s + op_timeout_s)
         self.stats = CacheStats()
         self._clock = clock
+        self._tasks: set[asyncio.Task[Any]] = set()
         # socket_timeout is only a backstop: the budget is enforced around the whole operation.
         self._client = aioredis.Redis.from_url(
             url, socket_timeout=max(1.0, op_timeout_s), socket_connect_timeout=connect_timeout_s,
@@ -61,16 +63,40 @@ class RedisBackend:
     # -- state machine -------------------------------------------------------------------------
 
     def _admit(self) -> bool:
-        """May an operation touch Redis now? While down, only one probe after the back-off."""
+        """May an operation touch Redis now? While down: no, and after the back-off a probe starts."""
         if self._up:
-            return True
-        if not self._probing and self._clock() >= self._retry_at:
-            self._probing = True
             return True
         self.stats.skipped += 1
         self._skipped_in_outage += 1
-        self._remind()
+        if not self._probing and self._clock() >= self._retry_at:
+            self._probing = True
+            self._spawn(self._probe())
+        else:
+            self._remind()
         return False
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a late failure was already counted, or does not matter
+
+    async def _probe(self) -> None:
+        """Off the request path and with a generous timeout: drop the pooled connections from before the
+        outage (dead), then PING. Success marks Redis up; failure doubles the back-off."""
+        try:
+            async with asyncio.timeout(self.probe_timeout_s):
+                await self._client.connection_pool.disconnect(inuse_connections=False)
+                await self._client.ping()
+        except Exception as exc:
+            self._failed(exc)
+            return
+        self._ok()
 
     def _remind(self) -> None:
         now = self._clock()
@@ -116,22 +142,20 @@ class RedisBackend:
         _, sep, tail = self.url.rpartition("@")
         return f"{self.url.split('://', 1)[0]}://***@{tail}" if sep else self.url
 
-    async def _run(self, op: Callable[[], Awaitable[T]], default: T) -> T:
+    async def _run(self, op: Callable[[], Coroutine[Any, Any, T]], default: T) -> T:
         if not self._admit():
             return default
-        probe = not self._up
+        task = self._spawn(op())
         try:
             async with asyncio.timeout(self.op_timeout_s):
-                if probe:
-                    # Pooled connections from before the outage are dead; drop them so the probe
-                    # (and what follows) opens fresh ones instead of failing on each in turn.
-                    await self._client.connection_pool.disconnect(inuse_connections=False)
-                result = await op()
-        except (RedisError, OSError, TimeoutError) as exc:
+                result: T = await asyncio.shield(task)
+        except TimeoutError as exc:
+            # The operation is not cancelled: its reply still arrives and the connection goes back to
+            # the pool intact. Cancelling mid-read would tear it down, and the next request would pay
+            # for a new connection against the same few-millisecond budget.
             self._failed(exc)
             return default
         except asyncio.CancelledError:
-            self._probing = False
             raise
         except Exception as exc:  # the cache must never raise into the request path
             self._failed(exc)
@@ -186,6 +210,8 @@ class RedisBackend:
                 "skipped": self.stats.skipped}
 
     async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
         try:
             await self._client.aclose()
         except (RedisError, OSError):

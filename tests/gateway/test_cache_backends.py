@@ -31,7 +31,8 @@ def free_port() -> int:
 class RedisServer:
     """A throwaway redis-server on its own port (no persistence), to stop and restart mid-test."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *extra: str) -> None:
+        self.extra = list(extra)
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -41,7 +42,7 @@ class RedisServer:
         if exe is None:
             pytest.skip("redis-server is not installed")
         self.proc = subprocess.Popen([exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no", "--protected-mode", "no"],
+                                      "--appendonly", "no", "--protected-mode", "no", *self.extra],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis_sync.Redis(port=self.port, socket_connect_timeout=0.2)
         deadline = time.monotonic() + 10
@@ -274,3 +275,32 @@ async def test_start_connects_up_front_or_reports_down() -> None:
     await dead.start()
     assert dead.health()["state"] == "down" and dead.stats.errors == 1
     await dead.close()
+
+
+async def test_a_slow_reply_keeps_its_connection() -> None:
+    # Redis busy for 300 ms (DEBUG SLEEP): the lookup gives up at its budget, but the connection is not
+    # torn down; the late reply is read and the connection reused, so no reconnect storm follows.
+    server = RedisServer(None, "--enable-debug-command", "yes")
+    server.start()
+    backend = RedisBackend(server.url, op_timeout_s=0.05, failure_threshold=5)
+    try:
+        await backend.start()
+        admin = redis_sync.Redis(port=server.port)
+        assert await backend.set("k", b"v", 60)
+        accepted = admin.info("stats")["total_connections_received"]
+        sleeper = asyncio.create_task(asyncio.to_thread(
+            lambda: redis_sync.Redis(port=server.port).execute_command("DEBUG", "SLEEP", "0.3")))
+        await asyncio.sleep(0.05)
+        t0 = time.perf_counter()
+        assert await backend.get("k") is None
+        assert time.perf_counter() - t0 < 0.2
+        await sleeper
+        await asyncio.sleep(0.05)
+        assert await backend.get("k") == b"v"
+        # Only the DEBUG SLEEP client connected meanwhile: the backend did not reconnect.
+        assert admin.info("stats")["total_connections_received"] == accepted + 1
+        admin.close()
+        assert backend.health()["ok"] is True and backend.stats.errors == 1
+    finally:
+        await backend.close()
+        server.stop()

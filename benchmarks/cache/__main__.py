@@ -1,0 +1,5 @@
+import sys
+
+from benchmarks.cache.run import main
+
+sys.exit(main())
