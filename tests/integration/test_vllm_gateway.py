@@ -104,20 +104,24 @@ def client(gateway: BackgroundGateway) -> Any:
 
 
 def ask(client: Any, messages: list[dict[str, str]], stream: bool,
-        extra: dict[str, Any] | None = None) -> tuple[dict[str, str], str, set[str]]:
-    """Send one chat request; return (headers, text, model names the body carried)."""
+        extra: dict[str, Any] | None = None) -> tuple[dict[str, str], str, set[str], int]:
+    """Send one chat request; return (headers, text, model names the body carried, completion tokens)."""
     raw = client.chat.completions.with_raw_response.create(
-        model="auto", messages=messages, max_tokens=6, temperature=0, stream=stream, extra_body=extra)
+        model="auto", messages=messages, max_tokens=6, temperature=0, stream=stream, extra_body=extra,
+        **({"stream_options": {"include_usage": True}} if stream else {}))
     headers = {k.lower(): v for k, v in raw.headers.items()}
     if not stream:
         completion = raw.parse()
-        return headers, completion.choices[0].message.content or "", {completion.model}
-    text, models = "", set()
+        return (headers, completion.choices[0].message.content or "", {completion.model},
+                completion.usage.completion_tokens)
+    text, models, tokens = "", set(), 0
     for chunk in raw.parse():
         models.add(chunk.model)
         if chunk.choices:
             text += chunk.choices[0].delta.content or ""
-    return headers, text, models
+        if chunk.usage:
+            tokens = chunk.usage.completion_tokens
+    return headers, text, models, tokens
 
 
 def test_vllm_serves_every_adapter(vllm: Vllm, gateway: BackgroundGateway) -> None:
@@ -135,13 +139,13 @@ def test_vllm_serves_every_adapter(vllm: Vllm, gateway: BackgroundGateway) -> No
 def test_domain_goes_to_its_adapter(client: Any, messages: list[dict[str, str]], adapter: str,
                                     stream: bool) -> None:
     # Random weights may pick end-of-sequence at once; vLLM's ignore_eos makes the 6 tokens come.
-    headers, text, models = ask(client, messages, stream, {"ignore_eos": True})
+    headers, _, models, tokens = ask(client, messages, stream, {"ignore_eos": True})
     assert headers["x-slmgw-route"] == "slm", headers
     assert headers["x-slmgw-domain"] == adapter
     assert headers["x-slmgw-model"] == adapter
     assert models == {adapter}  # vLLM itself names the LoRA adapter that answered
     assert "escalated" not in headers["x-slmgw-reason"]
-    assert text
+    assert tokens == 6  # random weights: the text may be special tokens only, but 6 were generated
 
 
 def test_killed_vllm_escalates_then_recovers(vllm: Vllm, gateway: BackgroundGateway, client: Any) -> None:
@@ -150,7 +154,7 @@ def test_killed_vllm_escalates_then_recovers(vllm: Vllm, gateway: BackgroundGate
     assert not vllm.server.alive()
     # No client error: each request, streamed or not, is answered by the LLM stand-in instead.
     for stream in (False, True, False):
-        headers, text, _ = ask(client, SQL, stream)
+        headers, text, _, _ = ask(client, SQL, stream)
         assert headers["x-slmgw-route"] == "llm", headers
         assert headers["x-slmgw-domain"] == "sql"
         assert headers["x-slmgw-reason"].startswith("escalated slm_"), headers["x-slmgw-reason"]
@@ -167,6 +171,6 @@ def test_killed_vllm_escalates_then_recovers(vllm: Vllm, gateway: BackgroundGate
         time.sleep(0.5)
     assert ready["backends"]["sql"]["state"] == "up", ready
     for stream in (False, True):
-        headers, _, models = ask(client, SQL, stream)
+        headers, _, models, _ = ask(client, SQL, stream)
         assert headers["x-slmgw-route"] == "slm", headers
         assert models == {"sql"}
