@@ -192,6 +192,7 @@ class Budgets:
         self._cache: dict[tuple[str, str | None], tuple[float, float]] = {}
         self._inflight: dict[tuple[str, str | None], asyncio.Task[float]] = {}
         self.errors = 0
+        self.failing = False
 
     def since(self, now: datetime | None = None) -> datetime | None:
         now = now or datetime.now(UTC)
@@ -230,10 +231,15 @@ class Budgets:
             value = await asyncio.shield(task)
         except Exception as exc:
             self.errors += 1
-            log.warning("budget check: ledger unreadable (%s); using the last known spend", type(exc).__name__)
+            if not self.failing:  # once per outage, not once per scope and cache period
+                log.warning("budget check: ledger unreadable (%s); using the last known spend", type(exc).__name__)
+            self.failing = True
             value = cached[0] if cached is not None else 0.0
             self._cache[scope] = (value, now)  # don't retry on every request while the ledger is down
             return value
+        if self.failing:
+            log.info("budget check: ledger readable again")
+            self.failing = False
         self._cache[scope] = (value, time.monotonic())
         return value
 
