@@ -304,3 +304,25 @@ async def test_a_slow_reply_keeps_its_connection() -> None:
     finally:
         await backend.close()
         server.stop()
+
+
+async def test_a_reply_that_arrived_while_the_process_was_starved_still_counts(
+        shared_redis: RedisBackend, prefix: str) -> None:
+    backend = RedisBackend(REDIS_URL, op_timeout_s=0.02)
+    await backend.start()
+    assert await shared_redis.set(prefix + "k", b"v", 60)
+
+    async def hog() -> None:
+        await asyncio.sleep(0)
+        time.sleep(0.1)  # noqa: ASYNC251 -- deliberately starve the event loop past the budget
+
+    try:
+        results = []
+        for _ in range(3):
+            blocker = asyncio.create_task(hog())
+            results.append(await backend.get(prefix + "k"))
+            await blocker
+        assert results == [b"v"] * 3
+        assert backend.stats.errors == 0 and backend.health()["ok"] is True
+    finally:
+        await backend.close()
