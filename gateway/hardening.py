@@ -61,6 +61,7 @@ async def start_guards(services: Services) -> None:
     if limits.limiter is not None or limits.budgets is not None or policy.limits.tenants \
             or policy.limits.default.max_tokens is not None:
         services.extras["limits"] = limits
+        await limits.start()
         metrics = services.extras.get("metrics")
         if limits.limiter is not None and metrics is not None and hasattr(metrics, "registry"):
             from prometheus_client import Counter

@@ -275,6 +275,15 @@ class Limits:
             budgets = Budgets(engine, cfg.budget_period, cfg.budget_cache_s)
         return cls(policy, limiter, budgets)
 
+    async def start(self) -> None:
+        """Open a Redis connection now (with a start-up-sized timeout), not on the first request."""
+        if self.limiter is not None:
+            try:
+                await asyncio.wait_for(self.limiter.redis.ping(), 2.0)
+            except Exception as exc:
+                log.warning("rate limiter: Redis not reachable at start (%s); failing open until it is",
+                            type(exc).__name__)
+
     # -- the check --------------------------------------------------------------------------------
     def cap_max_tokens(self, kind: str, body: dict[str, Any], limits: TenantLimits) -> int:
         """Apply the tenant's max_tokens cap (400 above it; set when absent). Returns the allowance."""

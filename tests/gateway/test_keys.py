@@ -110,3 +110,42 @@ def test_store_keys_work_revocation_takes_effect_and_admin_is_refused(
     assert status == 401, "a revoked key must stop working within the refresh interval"
     assert _keys("list", "-c", str(cfg), "--json").stdout.strip() == ""  # active keys only
     assert '"revoked_at": "20' in _keys("list", "-c", str(cfg), "--all", "--json").stdout
+
+
+def test_a_store_keys_own_budget_and_rate_limit(make_policy: Callable[..., Policy],
+                                               start_gateway: Callable[[Policy], BackgroundGateway],
+                                               tmp_path: Path) -> None:
+    import uuid
+
+    import redis
+
+    prefix = f"slmgw:test-issue7:{uuid.uuid4().hex[:8]}:"
+    policy = make_policy(auth={"api_keys": [{"key": API_KEY, "tenant": "tenant-a"}],
+                               "key_store": {"enabled": True, "refresh_s": 0.2}},
+                         ledger={"url": make_policy().ledger.url, "flush_interval_s": 0.05},
+                         limits={"redis_url": "redis://127.0.0.1:6379/0", "key_prefix": prefix,
+                                 "budget_cache_s": 0.05, "redis_timeout_ms": 2000})
+    cfg = _policy_file(policy, tmp_path)
+    poor = _keys("create", "-c", str(cfg), "--tenant", "acme", "--budget-usd", "0.000000001").stdout.split()[0]
+    slow = _keys("create", "-c", str(cfg), "--tenant", "acme", "--rpm", "2").stdout.split()[0]
+    gw = start_gateway(policy)
+    try:
+        def chat(key: str) -> httpx.Response:
+            return httpx.post(f"{gw.base_url}/chat/completions", headers={"authorization": f"Bearer {key}"},
+                              json={"model": "llm", "messages": [{"role": "user", "content": "hi"}]}, timeout=30)
+
+        assert chat(poor).status_code == 200
+        deadline = time.monotonic() + 5
+        while (resp := chat(poor)).status_code == 200:
+            assert time.monotonic() < deadline, "the key's budget was never enforced"
+            time.sleep(0.1)
+        assert resp.status_code == 429 and resp.headers["x-should-retry"] == "false"
+        assert "key key_" in resp.json()["error"]["message"]
+        # Same tenant, another key: the budget is the key's, not the tenant's.
+        assert [chat(slow).status_code for _ in range(3)] == [200, 200, 429]
+        assert chat(API_KEY).status_code == 200
+    finally:
+        r = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+        for k in r.scan_iter(match=prefix + "*"):
+            r.delete(k)
+        r.close()

@@ -33,7 +33,8 @@ def prefix() -> Iterator[str]:
 
 
 def _limits(prefix: str, **tenant: Any) -> dict[str, Any]:
-    return {"redis_url": REDIS_URL, "key_prefix": prefix, "tenants": {"tenant-a": tenant}}
+    # A generous Redis time budget: on a loaded test machine 50 ms can pass, and the limiter would fail open.
+    return {"redis_url": REDIS_URL, "key_prefix": prefix, "tenants": {"tenant-a": tenant}, "redis_timeout_ms": 2000}
 
 
 def _chat(gw: BackgroundGateway, key: str = API_KEY, **body: Any) -> httpx.Response:
