@@ -55,8 +55,9 @@ def test_openapi_schema_fuzz(fuzz_gateway: BackgroundGateway) -> None:
 # -- hypothesis: chat payloads ---------------------------------------------------------------------------
 _text = st.text(max_size=200) | st.sampled_from(["select * from t join u", "fix this python bug",
                                                   "my card 4111 1111 1111 1111", "mail a@b.io", ""])
-_junk = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20) \
-    | st.lists(st.integers(), max_size=3) | st.dictionaries(st.text(max_size=5), st.integers(), max_size=3)
+_junk = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) \
+    | st.text(max_size=20) | st.lists(st.integers(), max_size=3) \
+    | st.dictionaries(st.text(max_size=5), st.integers(), max_size=3)
 _part = st.fixed_dictionaries({"type": st.just("text"), "text": _text}) \
     | st.dictionaries(st.sampled_from(["type", "text", "image_url", "x"]), _junk, max_size=3)
 _content = _text | st.lists(_part, max_size=3) | _junk
