@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ValidationError
 from starlette.responses import JSONResponse, Response
 
-from gateway.errors import InvalidRequest, PayloadTooLarge
+from gateway.errors import GatewayError, InvalidRequest, PayloadTooLarge
 from gateway.hardening import check_content_parts, check_json_shape
 from gateway.pipeline import Pipeline, RequestContext
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
@@ -65,22 +65,32 @@ def _validate(model: type[BaseModel], body: dict[str, Any]) -> None:
 
 async def _serve(request: Request, kind: Kind, model: type[BaseModel]) -> Response:
     services: Services = request.app.state.services
-    caller = services.keys.identify(request.headers)
-    body = await read_json(request, services)
-    _validate(model, body)
-    if kind == "chat" and len(body["messages"]) > services.policy.server.max_messages:
-        raise InvalidRequest(f"Too many messages; the limit is {services.policy.server.max_messages}.",
-                             param="messages")
-    if kind == "chat":
-        check_content_parts(body["messages"])
-    ctx = RequestContext(request_id=request.headers.get("x-request-id") or f"req_{uuid.uuid4().hex}",
-                         tenant=caller.tenant, headers=request.headers, key_id=caller.key_id)
-    request.state.request_id = ctx.request_id
-    limits: Limits | None = services.extras.get("limits")
-    grant = await limits.admit(caller, kind, body) if limits is not None else None  # 429 / 400 (max_tokens)
+    pipeline: Pipeline = request.app.state.pipeline
+    request_id = request.headers.get("x-request-id") or f"req_{uuid.uuid4().hex}"
+    request.state.request_id = request_id
+    tenant: str | None = None
+    body: dict[str, Any] | None = None
+    try:
+        caller = services.keys.identify(request.headers)
+        tenant = caller.tenant
+        body = await read_json(request, services)
+        _validate(model, body)
+        if kind == "chat" and len(body["messages"]) > services.policy.server.max_messages:
+            raise InvalidRequest(f"Too many messages; the limit is {services.policy.server.max_messages}.",
+                                 param="messages")
+        if kind == "chat":
+            check_content_parts(body["messages"])
+        ctx = RequestContext(request_id=request_id, tenant=caller.tenant, headers=request.headers,
+                             key_id=caller.key_id)
+        limits: Limits | None = services.extras.get("limits")
+        grant = await limits.admit(caller, kind, body) if limits is not None else None  # 429 / 400
+    except GatewayError as exc:
+        # Refused before the pipeline: still one ledger row, so every request is accounted for.
+        model_name = body.get("model") if isinstance(body, dict) else None
+        pipeline.record_rejection(request_id, tenant, kind, model_name, exc)
+        raise
     if limits is not None and grant is not None:
         ctx.on_finish = functools.partial(limits.settle, grant)
-    pipeline: Pipeline = request.app.state.pipeline
     response = await pipeline.handle(ctx, kind, body)
     if grant is not None:
         response.headers.update(grant.headers)

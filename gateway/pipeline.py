@@ -225,6 +225,16 @@ class Pipeline:
         ledger: Ledger | None = self.s.extras.get("ledger")
         return ledger.record(rec) if ledger is not None else None  # sync, no I/O, never raises
 
+    def record_rejection(self, request_id: str, tenant: str | None, kind: Kind, model: Any,
+                         exc: GatewayError) -> None:
+        """Ledger row for a request refused before routing (auth, validation, limits): route "none"."""
+        rec = RequestRecord(request_id=request_id, ts=time.time(), tenant=tenant or "unknown", endpoint=kind,
+                            requested_model=str(model)[:256] if model is not None else "",
+                            status=exc.status, error_code=exc.code, reason="rejected")
+        ledger: Ledger | None = self.s.extras.get("ledger")
+        if ledger is not None:
+            ledger.record(rec)
+
     def _finish_error(self, rec: RequestRecord, ctx: RequestContext, exc: GatewayError) -> None:
         rec.status, rec.error_code = exc.status, exc.code
         self._finish(rec, ctx)

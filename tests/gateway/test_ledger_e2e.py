@@ -111,3 +111,22 @@ def test_shadow_mode_records_would_be_savings(make_policy: Callable[..., Policy]
     assert t["shadow_savings_usd"] == pytest.approx(t["baseline_cost_usd"] - t["shadow_cost_usd"], abs=2.1e-6)
     (row,) = _rows(gw)
     assert (row["route"], row["would_route"], row["domain"]) == ("llm", "slm", "sql")
+
+
+def test_requests_refused_before_routing_are_recorded(make_policy: Callable[..., Policy],
+                                                      start_gateway: Callable[[Policy], BackgroundGateway]) -> None:
+    gw = start_gateway(make_policy())
+    wrong = openai.OpenAI(base_url=gw.base_url, api_key="sk-wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        wrong.chat.completions.create(model="auto", messages=[{"role": "user", "content": "hi"}])
+    client = openai.OpenAI(base_url=gw.base_url, api_key=API_KEY, max_retries=0)
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="auto", messages=[{"role": "wizard", "content": "hi"}])
+    bad_id = info.value.response.headers["x-request-id"]
+    report = _admin(gw, "/admin/report?since=1h&by=route")
+    assert report.json()["totals"]["requests"] == 2
+    rows = {r["request_id"]: r for r in _rows(gw)}
+    assert len(rows) == 2
+    assert (rows[bad_id]["status"], rows[bad_id]["route"], rows[bad_id]["tenant"]) == (400, "none", "tenant-a")
+    unauth = next(r for r in rows.values() if r["request_id"] != bad_id)
+    assert (unauth["status"], unauth["tenant"], unauth["error_code"]) == (401, "unknown", "invalid_api_key")
