@@ -260,10 +260,17 @@ def _full_logits(d: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.floating[An
 
 
 def train(texts: Sequence[str], labels: Sequence[str], featurizer: str = "tfidf", c: float = 10.0,
-          progress: Callable[[str], None] | None = None, seed: int = 0) -> RouterModel:
+          progress: Callable[[str], None] | None = None, seed: int = 0,
+          sample_weight: Sequence[float] | None = None,
+          temperature_data: tuple[Sequence[str], Sequence[str]] | None = None) -> RouterModel:
     """Fit a router model: featurize, fit a multinomial logistic regression, fit a softmax temperature
-    (at least 1) on a stratified 20% split, then refit on everything. Thresholds start empty (the policy's default
-    applies until ``calibrate`` writes per-label ones)."""
+    (at least 1), then refit on everything. Thresholds start empty (the policy's default applies until
+    ``calibrate`` writes per-label ones).
+
+    ``sample_weight`` multiplies the balanced class weights per example (for example to count
+    chat-style examples more than a large public source). The temperature is fitted on
+    ``temperature_data`` (held-out texts and labels, ideally in the style of real traffic) with the
+    final model if given, else on a stratified 20% split of the training data."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
 
@@ -278,29 +285,51 @@ def train(texts: Sequence[str], labels: Sequence[str], featurizer: str = "tfidf"
     feat = make_featurizer(featurizer)
     x = feat.fit_transform(list(texts))
 
-    def fit(xm: Any, ym: npt.NDArray[np.int64]) -> Any:
-        clf = LogisticRegression(C=c, max_iter=2000, class_weight="balanced")
-        return clf.fit(xm, ym)
+    if sample_weight is not None and len(sample_weight) != len(y):
+        raise ValueError("sample_weight needs one weight per text")
+    sw = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+
+    def fit(xm: Any, ym: npt.NDArray[np.int64], wm: npt.NDArray[np.float64] | None) -> Any:
+        if wm is None:
+            clf = LogisticRegression(C=c, max_iter=2000, class_weight="balanced")
+            return clf.fit(xm, ym)
+        # balanced class weights computed on the weighted counts, times the example weights
+        totals = np.bincount(ym, weights=wm, minlength=len(names))
+        cw = totals.sum() / (len(names) * np.maximum(totals, 1e-12))
+        clf = LogisticRegression(C=c, max_iter=2000)
+        return clf.fit(xm, ym, sample_weight=wm * cw[ym])
 
     temperature = 1.0
     counts = np.bincount(y, minlength=len(names))
-    if counts.min() >= 5:
+    if temperature_data is not None:
+        unknown = sorted(set(temperature_data[1]) - set(names))
+        if unknown:
+            raise ValueError(f"temperature data has labels the training data lacks: {unknown}")
+    elif counts.min() >= 5:
         step("fitting temperature on a 20% split")
         idx = np.arange(len(y))
         tr, va = train_test_split(idx, test_size=0.2, stratify=y, random_state=seed)
-        clf = fit(x[tr], y[tr])
+        clf = fit(x[tr], y[tr], None if sw is None else sw[tr])
         # Only ever soften: a split of the training sources is easier than real traffic, so a fitted
         # T < 1 (sharper probabilities) would make the model surer than it has any right to be.
         temperature = max(1.0, fit_temperature(_full_logits(clf.decision_function(x[va])), y[va]))
     step("fitting classifier")
-    clf = fit(x, y)
+    clf = fit(x, y, sw)
+    if temperature_data is not None and len(temperature_data[0]):
+        step("fitting temperature on the given held-out data")
+        vx = feat.transform(list(temperature_data[0]))
+        vy = np.asarray([names.index(label) for label in temperature_data[1]], dtype=np.int64)
+        temperature = max(1.0, fit_temperature(_full_logits(clf.decision_function(vx)), vy))
     coef, intercept = clf.coef_, clf.intercept_
     if len(names) == 2:  # scikit-learn keeps one row for two classes; softmax([-z/2, z/2]) = sigmoid(z)
         coef = np.vstack([-coef[0] / 2, coef[0] / 2])
         intercept = np.asarray([-intercept[0] / 2, intercept[0] / 2])
     manifest = {"training": {"examples": len(y),
                              "per_label": {n: int(k) for n, k in zip(names, counts, strict=True)},
-                             "data_sha256": data_sha256(texts, labels), "C": c}}
+                             "data_sha256": data_sha256(texts, labels), "C": c,
+                             "weighted": sw is not None,
+                             "temperature_from": ("held-out data" if temperature_data is not None
+                                                  else "20% split")}}
     return RouterModel(labels=names, featurizer=feat, coef=np.asarray(coef, dtype=np.float32),
                        intercept=np.asarray(intercept, dtype=np.float32), temperature=temperature,
                        manifest=manifest)

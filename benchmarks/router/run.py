@@ -1,6 +1,7 @@
 """Router benchmark: routing quality and speed per featurizer, and the CLINC150 protocol.
 
     .venv/bin/python -m benchmarks.router [--featurizers tfidf,minilm] [--clinc-test FILE] [--json OUT]
+        [--recipe chat|plain] [--chat-weight 10] [--no-project]
 
 See benchmarks/router/README.md for what is measured and how.
 """
@@ -23,10 +24,20 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.router.sources import Example, build, clinc, data_dir, read_labelled, split  # noqa: E402
+from benchmarks.router.sources import (  # noqa: E402
+    RECIPES,
+    Example,
+    build,
+    clinc,
+    data_dir,
+    near_duplicates,
+    read_labelled,
+    split,
+    split_by_label,
+)
 from gateway.config import parse_policy  # noqa: E402
 from router.classifier import ClassifierRouter  # noqa: E402
-from router.examples import EVAL_FILE, TRAIN_FILE  # noqa: E402
+from router.examples import CHAT_FILE, EVAL_FILE, TRAIN_FILE  # noqa: E402
 from router.features import embeddings_available  # noqa: E402
 from router.metrics import calibrate, evaluate  # noqa: E402
 from router.model import RouterModel, train  # noqa: E402
@@ -34,6 +45,7 @@ from router.model import RouterModel, train  # noqa: E402
 console = Console(width=180)
 DOMAINS = ("sql", "code", "support", "math")
 MAX_LEAKAGE = 0.02
+PROJECT = "project prompts"
 
 
 def policy_for(model_path: Path) -> Any:
@@ -70,10 +82,18 @@ def quality(model: RouterModel, examples: list[Example], probs: Any, thresholds:
 
 
 def run_featurizer(name: str, featurizer: str, train_set: list[Example], val: list[Example],
-                   test: list[Example], styled: list[Example], workdir: Path, calls: int) -> list[dict[str, Any]]:
+                   eval_sets: list[tuple[str, list[Example]]], timing: list[Example], workdir: Path, calls: int,
+                   weights: dict[str, float] | None = None,
+                   temperature_set: list[Example] | None = None) -> list[dict[str, Any]]:
+    """Train on ``train_set`` (example weight by source from ``weights``, default 1), calibrate on ``val``
+    (2% leakage budget), time decide() on ``timing`` and evaluate on every named set."""
+    weights = weights or {}
+    sw = [weights.get(e.source, 1.0) for e in train_set] if weights else None
+    temp = ([e.text for e in temperature_set], [e.label for e in temperature_set]) if temperature_set else None
     with console.status(f"[{name}] training on {len(train_set)} examples"):
         t0 = time.perf_counter()
-        model = train([e.text for e in train_set], [e.label for e in train_set], featurizer=featurizer)
+        model = train([e.text for e in train_set], [e.label for e in train_set], featurizer=featurizer,
+                      sample_weight=sw, temperature_data=temp)
         train_s = time.perf_counter() - t0
     with console.status(f"[{name}] calibrating on {len(val)} validation examples"):
         probs = model.predict_proba([e.text for e in val])
@@ -84,9 +104,11 @@ def run_featurizer(name: str, featurizer: str, train_set: list[Example], val: li
     model = RouterModel.load(path)
     load_s = time.perf_counter() - t0
     with console.status(f"[{name}] timing decide()"):
-        p50, p99 = latency(model, path, [e.text for e in styled], calls)
+        p50, p99 = latency(model, path, [e.text for e in timing], calls)
     rows = []
-    for set_name, exs in (("held-back split", test), ("project prompts", styled)):
+    for set_name, exs in eval_sets:
+        if not exs:
+            continue
         with console.status(f"[{name}] evaluating on {set_name}"):
             probs = model.predict_proba([e.text for e in exs])
             for thr_name, thr in (("calibrated", None), ("0.5 flat", {})):
@@ -95,9 +117,9 @@ def run_featurizer(name: str, featurizer: str, train_set: list[Example], val: li
                              "accuracy": q["accuracy"], "coverage": q["coverage"], "leakage": q["leakage"],
                              "misroute": q["misroute"], "p50_ms": p50, "p99_ms": p99,
                              "size_mb": path.stat().st_size / 1e6, "load_s": load_s, "train_s": train_s,
-                             "calibrated": thresholds, "per_class": q["per_class"], "confusion": q["confusion"],
-                             "labels": q["labels"]})
-    console.print(f"[{name}] trained in {train_s:.0f} s; thresholds "
+                             "calibrated": thresholds, "temperature": model.temperature,
+                             "per_class": q["per_class"], "confusion": q["confusion"], "labels": q["labels"]})
+    console.print(f"[{name}] trained in {train_s:.0f} s; temperature {model.temperature:.2f}; thresholds "
                   + ", ".join(f"{k}={v:.2f}" for k, v in thresholds.items()))
     return rows
 
@@ -121,7 +143,7 @@ def print_recall(rows: list[dict[str, Any]]) -> None:
     for lab in labels:
         t.add_column(lab, justify="right")
     for r in rows:
-        if r["set"] == "project prompts" and r["thresholds"] == "calibrated":
+        if r["set"] == PROJECT and r["thresholds"] == "calibrated":
             t.add_row(r["featurizer"], *(f"{r['per_class'][lab]['recall']:.0%}" for lab in labels))
     console.print(t)
 
@@ -190,6 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     default_feats = "tfidf,minilm" if embeddings_available() else "tfidf"
     ap.add_argument("--featurizers", default=default_feats, help=f"comma-separated (default {default_feats})")
+    ap.add_argument("--recipe", choices=RECIPES, default="chat",
+                    help="public-source recipe: chat (artefacts removed, default) or plain (as before)")
+    ap.add_argument("--chat-weight", type=float, default=10.0,
+                    help="example weight of the project-written prompts in the +project rows (default 10)")
+    ap.add_argument("--no-project", action="store_true",
+                    help="only the public-sources rows (no train.jsonl / train_chat.jsonl)")
     ap.add_argument("--clinc-test", type=Path, help="CLINC150 test data (data_full.json or JSONL)")
     ap.add_argument("--no-clinc", action="store_true", help="skip the CLINC150 protocol")
     ap.add_argument("--clinc-featurizers", default="tfidf", help="featurizers for CLINC (default tfidf)")
@@ -203,19 +231,31 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     args.workdir.mkdir(parents=True, exist_ok=True)
     with console.status("building the training pool from " + str(data_dir())):
-        pool = build(scale=args.scale)
+        pool = build(scale=args.scale, recipe=args.recipe)
         train_set, val, test = split(pool, (0.7, 0.1, 0.2))
     styled = read_labelled(EVAL_FILE)
     project_train = read_labelled(TRAIN_FILE)
-    console.print(f"pool {len(pool)}: train {len(train_set)}, validation {len(val)}, held-back {len(test)}; "
-                  f"project prompts {len(styled)} ({EVAL_FILE.name})")
+    # train_chat.jsonl: 70% trains, 30% is held out for calibration, temperature and its own row
+    chat_train, chat_val = split_by_label(read_labelled(CHAT_FILE), 0.7)
+    project = project_train + chat_train
+    dup = near_duplicates(styled, project)
+    unseen = [e for i, e in enumerate(styled) if i not in dup]
+    console.print(f"pool {len(pool)} ({args.recipe} recipe): train {len(train_set)}, validation {len(val)}, "
+                  f"held-back {len(test)}; project prompts {len(styled)} ({EVAL_FILE.name}), of which "
+                  f"{len(dup)} near-duplicate a project training prompt; chat prompts {len(chat_train)} train / "
+                  f"{len(chat_val)} held out ({CHAT_FILE.name})")
+    public_sets = [("held-back split", test), (PROJECT, styled)]
+    project_sets = [("held-back split", test), ("chat held-out", chat_val), (PROJECT, styled),
+                    (PROJECT + " w/o near-dups", unseen)]
+    weights = {TRAIN_FILE.name: args.chat_weight, CHAT_FILE.name: args.chat_weight}
     rows: list[dict[str, Any]] = []
     for feat in [f for f in args.featurizers.split(",") if f]:
-        rows += run_featurizer(feat, feat, train_set, val, test, styled, args.workdir, args.calls)
-        if feat == "tfidf":
-            # the same, with the project's own (differently written) training prompts added
-            rows += run_featurizer("tfidf+project", "tfidf", train_set + project_train, val, test, styled,
-                                   args.workdir, args.calls)
+        rows += run_featurizer(feat, feat, train_set, val, public_sets, styled, args.workdir, args.calls)
+        if not args.no_project:
+            # public sources + the project's own prompts (train.jsonl and 70% of train_chat.jsonl),
+            # calibrated on the public validation split plus the held-out 30% of train_chat.jsonl
+            rows += run_featurizer(f"{feat}+project", feat, train_set + project, val + chat_val, project_sets,
+                                   styled, args.workdir, args.calls, weights=weights, temperature_set=chat_val)
     print_quality(rows)
     print_recall(rows)
     clinc_rows: list[tuple[str, str, float, float]] = []

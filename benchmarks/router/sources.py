@@ -13,12 +13,25 @@ The recipe follows that folder's README (labels and traps):
   are not everyday general traffic and would teach that maths is general).
 
 Every example keeps its source name so splits can be stratified by source.
+
+``recipe="chat"`` (the benchmark's default since the chat-style training set was added) also removes
+source-style artefacts that real chat traffic lacks:
+
+* MBPP's "Write a (python) function to ..." opening is replaced, per example, by one of several
+  framings ("how do i ... in python?", "python: ...", the bare task, the original, ...), so the router
+  cannot learn the opening instead of the task;
+* text-to-SQL questions are plain questions about flights, states or courses; asked in a chat box
+  without any mention of a database ("what is the capital of texas") they are general questions under
+  the labelling rule in docs/router.md. Each one is framed as a request for a query ("sql for: ...",
+  "write a query that answers: ...") so that the ``sql`` label means "wants SQL";
+* CLINC's ``calculator`` intent ("what is 15 times 3") is arithmetic: labelled ``math``, not general.
 """
 
 from __future__ import annotations
 
 import bz2
 import csv
+import itertools
 import json
 import os
 import random
@@ -76,6 +89,31 @@ def text2sql(root: Path, rng: random.Random, per_source: int) -> list[Example]:
     return out
 
 
+_MBPP_OPENING = re.compile(r"^write an? (?:python )?function (?:to|that|which) ", re.IGNORECASE)
+CODE_FRAMES = ("{x}", "how do i {x} in python?", "python: {x}", "can you write code to {x}",
+               "i need a function to {x}", "Write a function to {x}", "Write a python function to {x}",
+               "write me a quick script to {x}", "whats the cleanest way to {x}?")
+SQL_FRAMES = ("sql for: {x}", "write a query that answers: {x}", "need the sql query: {x}",
+              "from our database, {x} (need the query)", "how do i write this in sql? {x}",
+              "sql question - {x}", "can you give me the query for this: {x}", "query to get: {x}")
+
+
+def frame_code(text: str, rng: random.Random) -> str:
+    """An MBPP task with its "Write a (python) function to" opening replaced by a random framing."""
+    m = _MBPP_OPENING.match(text)
+    if not m:
+        return text
+    rest = text[m.end():].rstrip(".").strip()
+    return rng.choice(CODE_FRAMES).format(x=rest)
+
+
+def frame_sql(text: str, rng: random.Random) -> str:
+    """A text-to-SQL question framed as a request for a query."""
+    q = text.strip()
+    q = q[:1].lower() + q[1:] if q[:2].isalpha() and not q[:2].isupper() else q
+    return rng.choice(SQL_FRAMES).format(x=q)
+
+
 def mmlu(root: Path, rng: random.Random, n: int) -> list[Example]:
     texts: list[str] = []
     for path in sorted((root / "routellm" / "mmlu_responses").glob("mmlu_*.csv")):
@@ -104,8 +142,16 @@ def clinc(root: Path) -> tuple[dict[str, list[list[str]]], dict[str, str]]:
     return data, intent_domain
 
 
-def build(root: Path | None = None, seed: int = 0, scale: float = 1.0) -> list[Example]:
-    """The labelled training pool (about 16k examples at ``scale=1``; smaller scales for quick tests)."""
+RECIPES = ("plain", "chat")
+
+
+def build(root: Path | None = None, seed: int = 0, scale: float = 1.0, recipe: str = "plain") -> list[Example]:
+    """The labelled training pool (about 16k examples at ``scale=1``; smaller scales for quick tests).
+    ``recipe`` is ``plain`` (the sources as they are, after the README's fixes) or ``chat`` (also the
+    artefact removal described in the module docstring)."""
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown recipe {recipe!r} (choose from {', '.join(RECIPES)})")
+    chat = recipe == "chat"
     root = root or data_dir()
     rng = random.Random(seed)
 
@@ -118,14 +164,19 @@ def build(root: Path | None = None, seed: int = 0, scale: float = 1.0) -> list[E
     ex += [Example(t, "support", "banking77") for t in _sample(rng, b77, k(3000))]
     data, intent_domain = clinc(root)
     support = [t for t, i in data["train"] if intent_domain.get(i) in ("banking", "credit_cards")]
-    other = [t for t, i in data["train"] if intent_domain.get(i) not in ("banking", "credit_cards")]
+    other = [t for t, i in data["train"] if intent_domain.get(i) not in ("banking", "credit_cards")
+             and not (chat and i == "calculator")]
+    if chat:
+        calc = [t for t, i in data["train"] if i == "calculator"]
+        ex += [Example(t, "math", "clinc/calculator") for t in _sample(rng, calc, k(100))]
     ex += [Example(t, "support", "clinc/banking") for t in _sample(rng, support, k(1000))]
     ex += [Example(t, "general", "clinc/other") for t in _sample(rng, other, k(2500))]
     ex += [Example(t, "general", "clinc/oos") for t in _sample(rng, [t for t, _ in data["oos_train"]], k(100))]
-    ex += text2sql(root, rng, k(800))
+    sql = text2sql(root, rng, k(800))
+    ex += [Example(frame_sql(e.text, rng), e.label, e.source) for e in sql] if chat else sql
     with (root / "mbpp" / "mbpp_train.jsonl").open(encoding="utf-8") as fh:
         mbpp = [json.loads(line)["text"] for line in fh if line.strip()]
-    ex += [Example(t, "code", "mbpp") for t in _sample(rng, mbpp, k(1000))]
+    ex += [Example(frame_code(t, rng) if chat else t, "code", "mbpp") for t in _sample(rng, mbpp, k(1000))]
     with (root / "gsm8k" / "train.jsonl").open(encoding="utf-8") as fh:
         gsm = [json.loads(line)["question"] for line in fh if line.strip()]
     ex += [Example(t, "math", "gsm8k") for t in _sample(rng, gsm, k(2500))]
@@ -163,3 +214,51 @@ def split(examples: list[Example], fractions: tuple[float, ...], seed: int = 0) 
 def read_labelled(path: Path) -> list[Example]:
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
     return [Example(r["text"], r["label"], path.name) for r in rows]
+
+
+def split_by_label(examples: list[Example], first: float, seed: int = 0) -> tuple[list[Example], list[Example]]:
+    """Two parts, each label cut in the same proportion (``first`` of it in the first part)."""
+    rng = random.Random(seed)
+    by_label: dict[str, list[Example]] = {}
+    for e in examples:
+        by_label.setdefault(e.label, []).append(e)
+    a: list[Example] = []
+    b: list[Example] = []
+    for _, items in sorted(by_label.items()):
+        items = items[:]
+        rng.shuffle(items)
+        k = round(first * len(items))
+        a += items[:k]
+        b += items[k:]
+    return a, b
+
+
+_TOKEN = re.compile(r"[a-z0-9]+")
+
+
+def _shingles(text: str) -> set[str]:
+    words = _TOKEN.findall(text.lower())
+    return set(words) | {a + " " + b for a, b in itertools.pairwise(words)}
+
+
+def near_duplicates(examples: list[Example], training: list[Example], jaccard: float = 0.5) -> set[int]:
+    """Indices of ``examples`` whose words + word pairs overlap some training text's by at least
+    ``jaccard`` (for reporting an evaluation set with and without prompts the training data nearly
+    contains)."""
+    train_sh = [_shingles(e.text) for e in training]
+    index: dict[str, list[int]] = {}
+    for j, sh in enumerate(train_sh):
+        for g in sh:
+            index.setdefault(g, []).append(j)
+    out: set[int] = set()
+    for i, e in enumerate(examples):
+        sh = _shingles(e.text)
+        if not sh:
+            continue
+        shared: dict[int, int] = {}
+        for g in sh:
+            for j in index.get(g, ()):
+                shared[j] = shared.get(j, 0) + 1
+        if any(n / len(sh | train_sh[j]) >= jaccard for j, n in shared.items()):
+            out.add(i)
+    return out

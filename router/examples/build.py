@@ -2,6 +2,10 @@
 
     python -m router.examples.build            # writes train.jsonl, eval.jsonl, demo-router.npz
 
+The demo router is trained on ``train.jsonl`` plus ``train_chat.jsonl`` (762 chat-style prompts written
+by hand, not generated here). Its per-domain thresholds are calibrated on out-of-fold probabilities of the
+chat prompts (5 folds, 2% leakage budget) before the final model is fitted on everything.
+
 Every template and slot value below was written for this project. Two disjoint sets of templates:
 ``TRAIN`` is plain and instruction-like (the demo router's training data); ``EVAL`` is written the way
 people type into a chat box (analysts' SQL with joins and "for each", code requests with tracebacks
@@ -14,6 +18,7 @@ from __future__ import annotations
 import random
 import re
 from pathlib import Path
+from typing import Any
 
 Slots = dict[str, list[str]]
 
@@ -453,19 +458,64 @@ def build(train_per_label: int = 80, eval_per_label: int = 110, seed: int = 7) -
     return train, ev
 
 
-def main() -> None:
-    from router.data import write_jsonl
-    from router.examples import DEMO_MODEL, EVAL_FILE, TRAIN_FILE
+CHAT_WEIGHT = 10.0  # the chat prompts count this much more than the plain generated ones
+MAX_LEAKAGE = 0.02
+FOLDS = 5
+
+
+def demo_model(train_rows: list[tuple[str, str]], chat_rows: list[tuple[str, str]], seed: int = 0) -> Any:
+    """Train the demo router on both files; thresholds calibrated on 5-fold out-of-fold probabilities
+    of the chat prompts (each fold's model never saw the prompts it scores)."""
+    import numpy as np
+
+    from router.metrics import calibrate
     from router.model import train as train_model
+
+    rows = train_rows + chat_rows
+    weights = [1.0] * len(train_rows) + [CHAT_WEIGHT] * len(chat_rows)
+    rng = random.Random(seed)
+    fold_of: list[int] = [0] * len(chat_rows)
+    by_label: dict[str, list[int]] = {}
+    for i, (_, label) in enumerate(chat_rows):
+        by_label.setdefault(label, []).append(i)
+    for _, idx in sorted(by_label.items()):
+        rng.shuffle(idx)
+        for k, i in enumerate(idx):
+            fold_of[i] = k % FOLDS
+    labels = sorted({lab for _, lab in rows})
+    oof = np.zeros((len(chat_rows), len(labels)), dtype=np.float32)
+    for f in range(FOLDS):
+        keep = [i for i in range(len(chat_rows)) if fold_of[i] != f]
+        held = [i for i in range(len(chat_rows)) if fold_of[i] == f]
+        tr = train_rows + [chat_rows[i] for i in keep]
+        w = [1.0] * len(train_rows) + [CHAT_WEIGHT] * len(keep)
+        m = train_model([t for t, _ in tr], [lab for _, lab in tr], featurizer="tfidf", sample_weight=w, seed=seed)
+        assert m.labels == labels
+        oof[held] = m.predict_proba([chat_rows[i][0] for i in held])
+    thresholds, achieved = calibrate(oof, [lab for _, lab in chat_rows], labels, MAX_LEAKAGE)
+    model = train_model([t for t, _ in rows], [lab for _, lab in rows], featurizer="tfidf", sample_weight=weights,
+                        seed=seed)
+    model.update_thresholds(thresholds, {"max_leakage": MAX_LEAKAGE, "examples": len(chat_rows),
+                                         "data": f"train_chat.jsonl, {FOLDS}-fold out-of-fold probabilities",
+                                         "achieved": {k: round(v, 4) for k, v in achieved.items()}})
+    return model
+
+
+def main() -> None:
+    from router.data import read_examples, write_jsonl
+    from router.examples import CHAT_FILE, DEMO_MODEL, EVAL_FILE, TRAIN_FILE
 
     tr, ev = build()
     write_jsonl(TRAIN_FILE, [t for t, _ in tr], [lab for _, lab in tr])
     write_jsonl(EVAL_FILE, [t for t, _ in ev], [lab for _, lab in ev])
-    model = train_model([t for t, _ in tr], [lab for _, lab in tr], featurizer="tfidf")
-    model.manifest["training"]["source"] = "router/examples/train.jsonl (python -m router.examples.build)"
+    chat_texts, chat_labels = read_examples([CHAT_FILE])
+    model = demo_model(tr, list(zip(chat_texts, chat_labels, strict=True)))
+    model.manifest["training"]["source"] = ("router/examples/train.jsonl (python -m router.examples.build) + "
+                                            f"router/examples/train_chat.jsonl (weight {CHAT_WEIGHT:g})")
     model.save(DEMO_MODEL)
     size = Path(DEMO_MODEL).stat().st_size
-    print(f"{TRAIN_FILE}: {len(tr)}  {EVAL_FILE}: {len(ev)}  {DEMO_MODEL}: {size} B")
+    print(f"{TRAIN_FILE}: {len(tr)}  {EVAL_FILE}: {len(ev)}  {DEMO_MODEL}: {size} B; thresholds "
+          + ", ".join(f"{k}={v:.2f}" for k, v in model.thresholds.items()))
 
 
 if __name__ == "__main__":
