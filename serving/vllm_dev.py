@@ -36,6 +36,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -254,15 +255,30 @@ class VllmDev:
         logf.write(f"$ {' '.join(cmd)}\n")
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         assert proc.stdout is not None
+        # pip is silent for minutes while it unpacks torch and vLLM: say it is still alive.
+        t0, stop = time.monotonic(), threading.Event()
+
+        def heartbeat() -> None:
+            while not stop.wait(30.0):
+                self.log(f"  ... still running ({time.monotonic() - t0:.0f}s)")
+
+        threading.Thread(target=heartbeat, daemon=True).start()
+        try:
+            self._pump(proc, logf)
+        finally:
+            stop.set()
+        if proc.wait() != 0:
+            raise VllmInstallError(f"{' '.join(cmd[:4])} ... failed (exit {proc.returncode}); "
+                                   f"log {log_path}:\n{tail(log_path)}")
+
+    def _pump(self, proc: subprocess.Popen[str], logf: TextIO) -> None:
+        assert proc.stdout is not None
         for line in proc.stdout:
             logf.write(line)
             logf.flush()
             # A heartbeat rather than pip's full chatter: what is being fetched, and the outcome.
             if line.startswith(("Collecting ", "Successfully", "ERROR", "Installing collected")):
                 self.log("  " + (line.strip() if len(line) < 160 else line[:157].strip() + "..."))
-        if proc.wait() != 0:
-            raise VllmInstallError(f"{' '.join(cmd[:4])} ... failed (exit {proc.returncode}); "
-                                   f"log {log_path}:\n{tail(log_path)}")
 
     # -- model ---------------------------------------------------------------------------------
     def model_ready(self) -> DevModel | None:
