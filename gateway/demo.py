@@ -8,6 +8,8 @@ of the hosted LLM; they are not models and say so in every answer. Example reque
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -64,6 +66,11 @@ def run_demo(config: Path | None = None) -> int:
     except PolicyError as exc:
         console.print(f"[red]{exc}[/red]")
         return 2
+    workdir = Path(tempfile.mkdtemp(prefix="slmgw-demo-"))
+    ledger_url = f"sqlite+aiosqlite:///{workdir / 'ledger.sqlite'}"
+    # The demo's ledger lives in a temporary directory, not next to the policy.
+    policy = policy.model_copy(update={"ledger": policy.ledger.model_copy(
+        update={"url": ledger_url, "spill_dir": str(workdir / "spill")})})
     t0 = time.perf_counter()
     gateway = BackgroundGateway(policy).start()
     console.print(f"  gateway ({path.name}) on {gateway.base_url}, started in "
@@ -86,12 +93,18 @@ def run_demo(config: Path | None = None) -> int:
         console.print(table)
         console.print(f"models offered by GET /v1/models: {', '.join(models)}")
         console.print("\nThe last row stopped the stand-in vLLM: the same SQL request escalated to the LLM.")
-        console.print("Run it for real: [bold]slmgw serve --config deploy/examples/policy.yaml[/bold] "
-                      "(README: configuration).")
     finally:
-        gateway.stop()
+        gateway.stop()  # drains the ledger
         llm.stop()
         slm.stop()
+    console.print("\n[bold]What these requests cost[/bold] (`slmgw report --by route`; the stand-ins' token "
+                  "counts, gpt-4o-mini's list price as the baseline, the policy's GPU-hour price for the SLMs):")
+    from gateway.reports.cli import By, Format, report
+
+    report(since="1h", until=None, by=By.route, fmt=Format.table, config=None, ledger_url=ledger_url)
+    shutil.rmtree(workdir, ignore_errors=True)
+    console.print("\nRun it for real: [bold]slmgw serve --config deploy/examples/policy.yaml[/bold] "
+                  "(README: Run it for real).")
     return 1 if failures else 0
 
 
