@@ -114,6 +114,56 @@ def tree_rss_bytes(pid: int) -> int:
     return total
 
 
+_SHM = Path("/dev/shm")
+_SHM_PREFIXES = ("psm_", "sem.mp-")  # Python multiprocessing's shared memory and semaphores
+
+
+def _group_members(pgid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == pgid and fields[0] != "Z":
+                    out.append(int(entry.name))
+    return out
+
+
+def shm_entries() -> frozenset[str]:
+    try:
+        return frozenset(p.name for p in _SHM.iterdir() if p.name.startswith(_SHM_PREFIXES))
+    except OSError:
+        return frozenset()
+
+
+def free_orphaned_shm(before: frozenset[str]) -> list[str]:
+    """Unlink multiprocessing shared-memory entries created since ``before`` that no live process has
+    mapped or open (what a SIGKILLed vLLM leaves in /dev/shm). Returns the names removed."""
+    new = shm_entries() - before
+    if not new:
+        return []
+    in_use: set[str] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for line in (entry / "maps").read_text().splitlines():
+                if "/dev/shm/" in line:
+                    in_use.add(line.rsplit("/", 1)[-1].replace(" (deleted)", ""))
+        with contextlib.suppress(OSError):
+            for fd in (entry / "fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("/dev/shm/"):
+                        in_use.add(target.rsplit("/", 1)[-1])
+    removed = []
+    for name in sorted(new - in_use):
+        with contextlib.suppress(OSError):
+            (_SHM / name).unlink()
+            removed.append(name)
+    return removed
+
+
 @dataclass
 class VllmServer:
     """A running vLLM server started by ``VllmDev.start``; it is its own process group."""
@@ -126,6 +176,8 @@ class VllmServer:
     started_s: float = 0.0
     """Seconds from launch until healthy with every adapter listed."""
     _log_file: IO[bytes] | None = field(default=None, repr=False)
+    shm_before: frozenset[str] = frozenset()
+    """/dev/shm entries that existed before the server started (never touched by the clean-up)."""
 
     @property
     def root_url(self) -> str:
@@ -151,6 +203,7 @@ class VllmServer:
         self._signal(signal.SIGKILL)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.process.wait(10)
+        self._wait_group(5.0)
         self._close()
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -162,9 +215,20 @@ class VllmServer:
             except subprocess.TimeoutExpired:
                 self._signal(signal.SIGKILL)
                 self.process.wait(10)
-        # Stragglers of the group (the worker) are ended too, so no memory is left behind.
-        self._signal(signal.SIGKILL)
+        # Let the group's helpers (multiprocessing's resource tracker frees vLLM's shared memory) finish
+        # on their own before anything left is killed.
+        if not self._wait_group(10.0):
+            self._signal(signal.SIGKILL)
+            self._wait_group(5.0)
         self._close()
+
+    def _wait_group(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while _group_members(self.process.pid):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
 
     def _signal(self, sig: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -173,6 +237,9 @@ class VllmServer:
     def _close(self) -> None:
         if self._log_file is not None:
             self._log_file.close()
+            self._log_file = None
+        # A killed server leaves its shared-memory segments behind; free the ones no process maps.
+        free_orphaned_shm(self.shm_before)
 
 
 @dataclass(frozen=True)
@@ -342,9 +409,11 @@ class VllmDev:
         logf = open(log_path, "wb")
         env = {**_offline_env(), "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
         self.log(f"starting vLLM on 127.0.0.1:{port} (log: {log_path})")
+        shm_before = shm_entries()
         proc = subprocess.Popen(self.command(model, port), stdout=logf, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, env=env, start_new_session=True)
-        server = VllmServer(proc, port, log_path, [BASE_SERVED_NAME, *model.adapters], _log_file=logf)
+        server = VllmServer(proc, port, log_path, [BASE_SERVED_NAME, *model.adapters], _log_file=logf,
+                            shm_before=shm_before)
         if wait:
             t0 = time.monotonic()
             try:
