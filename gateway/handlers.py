@@ -148,4 +148,9 @@ async def ready(request: Request) -> Response:
         health = getattr(component, "health", None)
         if callable(health):
             checks[name] = health()
-    return JSONResponse({"status": "ok", "components": checks})
+    # A component down (an SLM replica, Redis, the ledger store) degrades the gateway but does not stop
+    # it serving: requests escalate, the cache is bypassed, ledger rows wait. So readiness stays 200
+    # and says "degraded"; only a gateway that has not finished starting answers 503.
+    degraded = sorted(name for name, c in checks.items()
+                      if isinstance(c, dict) and (c.get("ok") is False or c.get("status") not in (None, "ok")))
+    return JSONResponse({"status": "degraded" if degraded else "ok", "degraded": degraded, "components": checks})

@@ -131,6 +131,17 @@ def test_slm_stream_failure_escalates_before_first_byte(client: Any, slm_upstrea
     assert text.startswith("[stand-in gpt-4o-mini]")
 
 
+def test_readiness_reports_a_dead_slm_as_degraded_but_stays_ready(make_policy: Any, start_gateway: Any) -> None:
+    from gateway.background import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    gw = start_gateway(make_policy(slm_backends={n: {"base_url": dead, "model": n}
+                                                 for n in ("sql", "code", "support", "math")}))
+    resp = httpx.get(gw.url + "/health/ready")
+    assert resp.status_code == 200
+    assert resp.json()["status"] == "degraded" and resp.json()["degraded"] == ["slm"]
+
+
 def test_slm_unreachable_escalates(make_policy: Any, start_gateway: Any) -> None:
     from openai import OpenAI
 
