@@ -16,7 +16,6 @@ A request is featurized as weighted *parts* (latest user turn first, then contex
 from __future__ import annotations
 
 import itertools
-import math
 import re
 import unicodedata
 from collections import Counter
@@ -144,31 +143,42 @@ class TfidfFeaturizer:
                              shape=(len(texts), len(self.idf)))
 
     def _sparse(self, parts: Parts) -> tuple[npt.NDArray[np.int64], FloatArray, float]:
-        acc: dict[int, float] = {}
+        # The per-n-gram work stays in one tight loop (a dict lookup and two list appends); weights,
+        # norms and the merge of parts are NumPy operations on the few known n-grams.
         known_ratio = 1.0
-        vocab, idf = self.vocab, self.idf
+        get, idf = self.vocab.get, self.idf
+        idx_parts: list[npt.NDArray[np.int64]] = []
+        val_parts: list[npt.NDArray[np.float64]] = []
         for n, (text, weight) in enumerate(parts):
             counts = Counter(self.analyze(text))
-            total = len(counts)
-            part: dict[int, float] = {}
+            js: list[int] = []
+            cs: list[int] = []
             for gram, c in counts.items():
-                j = vocab.get(gram)
+                j = get(gram)
                 if j is not None:
-                    part[j] = (1.0 + math.log(c)) * float(idf[j])
+                    js.append(j)
+                    cs.append(c)
             if n == 0:
-                known_ratio = len(part) / total if total else 0.0
-            norm = math.sqrt(sum(v * v for v in part.values()))
+                known_ratio = len(js) / len(counts) if counts else 0.0
+            if not js:
+                continue
+            ji = np.asarray(js, dtype=np.int64)
+            v = (1.0 + np.log(np.asarray(cs, dtype=np.float64))) * idf[ji]
+            norm = float(np.sqrt(v @ v))
             if norm == 0.0:
                 continue
-            scale = weight / norm
-            for j, v in part.items():
-                acc[j] = acc.get(j, 0.0) + v * scale
-        if not acc:
+            idx_parts.append(ji)
+            val_parts.append(v * (weight / norm))
+        if not idx_parts:
             return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32), known_ratio
-        idx = np.fromiter(acc.keys(), dtype=np.int64, count=len(acc))
-        val = np.fromiter(acc.values(), dtype=np.float32, count=len(acc))
+        if len(idx_parts) == 1:
+            idx, val = idx_parts[0], val_parts[0]
+        else:
+            idx, inverse = np.unique(np.concatenate(idx_parts), return_inverse=True)
+            val = np.zeros(len(idx), dtype=np.float64)
+            np.add.at(val, inverse, np.concatenate(val_parts))
         norm2 = float(np.sqrt(val @ val))
-        return idx, val / norm2, known_ratio
+        return idx, (val / norm2).astype(np.float32), known_ratio
 
     def vector(self, parts: Parts) -> tuple[Any, float]:
         idx, val, known = self._sparse(parts)
