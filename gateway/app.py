@@ -11,20 +11,15 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 
+from gateway.asgi import GatewayApp, error_response, gateway_error_response, unexpected_error_response
 from gateway.auth import KeyRing
 from gateway.config import Policy, load_policy
 from gateway.errors import GatewayError
 from gateway.services import Services
 
 log = logging.getLogger("slmgw")
-
-
-def error_response(status: int, message: str, type_: str, code: str | None = None,
-                   param: str | None = None, headers: dict[str, str] | None = None) -> JSONResponse:
-    body = {"error": {"message": message, "type": type_, "param": param, "code": code}}
-    return JSONResponse(body, status_code=status, headers=headers)
 
 
 def build_services(policy: Policy) -> Services:
@@ -37,6 +32,7 @@ def build_services(policy: Policy) -> Services:
 
 def create_app(policy: Policy) -> FastAPI:
     """Build the gateway for one policy. Services are created at start-up and closed at shutdown."""
+    from gateway.handlers import FAST_ROUTES
     from gateway.handlers import router as api_router
     from gateway.hardening import start_guards, stop_guards
     from gateway.pipeline import Pipeline
@@ -83,20 +79,17 @@ def create_app(policy: Policy) -> FastAPI:
             await ledger.close()  # LEDGER: drains the buffer (or spills it) before the services go away
             await services.close()
 
-    app = FastAPI(title="slm-gateway", version="0.1.0", lifespan=lifespan,
-                  description="OpenAI-compatible gateway routing between small models and a hosted LLM")
+    app = GatewayApp(title="slm-gateway", version="0.1.0", lifespan=lifespan,
+                     description="OpenAI-compatible gateway routing between small models and a hosted LLM")
     app.include_router(api_router)
+    app.fast_routes.update(FAST_ROUTES)
     app.include_router(admin_router)  # LEDGER: /admin/report, /admin/dashboard
     app.include_router(metrics_router)  # LEDGER: /metrics (admin key)
     app.state.policy = policy
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, exc: GatewayError) -> Response:
-        headers = dict(exc.headers)
-        rid = getattr(request.state, "request_id", None)
-        if rid:
-            headers["x-request-id"] = rid
-        return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+        return gateway_error_response(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
@@ -115,10 +108,7 @@ def create_app(policy: Policy) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
-        rid = getattr(request.state, "request_id", None)
-        log.exception("unexpected error handling %s %s (request %s)", request.method, request.url.path, rid)
-        return error_response(500, f"Internal gateway error (request id {rid}); see the gateway log.",
-                              "api_error", "internal_error")
+        return unexpected_error_response(request, exc)
 
     return app
 

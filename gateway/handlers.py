@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-import uuid
+import os
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -66,7 +66,7 @@ def _validate(model: type[BaseModel], body: dict[str, Any]) -> None:
 async def _serve(request: Request, kind: Kind, model: type[BaseModel]) -> Response:
     services: Services = request.app.state.services
     pipeline: Pipeline = request.app.state.pipeline
-    request_id = request.headers.get("x-request-id") or f"req_{uuid.uuid4().hex}"
+    request_id = request.headers.get("x-request-id") or f"req_{os.urandom(16).hex()}"
     request.state.request_id = request_id
     tenant: str | None = None
     body: dict[str, Any] | None = None
@@ -113,6 +113,12 @@ async def completions(request: Request) -> Response:
 @router.post("/embeddings", include_in_schema=False)
 async def embeddings(request: Request) -> Response:
     return await _serve(request, "embedding", EmbeddingRequest)
+
+
+# Served by gateway.asgi.GatewayApp's fast path; the APIRoutes above document them in the OpenAPI schema.
+FAST_ROUTES = {"/v1/chat/completions": chat_completions, "/chat/completions": chat_completions,
+               "/v1/completions": completions, "/completions": completions,
+               "/v1/embeddings": embeddings, "/embeddings": embeddings}
 
 
 @router.get("/v1/models")
