@@ -102,3 +102,20 @@ def test_demo_model_is_trained_on_both_files_with_calibrated_thresholds() -> Non
     assert DEMO_MODEL.stat().st_size < 5_000_000
     probs = model.predict_proba(["why does my python loop never end", "what's the capital of france"])
     assert [model.labels[i] for i in np.argmax(probs, axis=1)] == ["code", "general"]
+
+
+def test_multi_part_vector_is_the_weighted_sum_of_normalised_parts() -> None:
+    model = RouterModel.load(DEMO_MODEL)
+    f = model.featurizer
+    parts = [("now group it by month", 1.0), ("total revenue per store from the orders table", 0.5)]
+    (idx, val), known = f.vector(parts)
+    dense = np.zeros(len(f.idf), dtype=np.float64)
+    for text, w in parts:
+        (i, v), _ = f.vector([(text, 1.0)])
+        dense[i] += w * v
+    dense /= np.linalg.norm(dense)
+    got = np.zeros_like(dense)
+    got[idx] = val
+    assert np.allclose(got, dense, atol=1e-6)
+    assert 0.0 < known <= 1.0
+    assert len(set(idx.tolist())) == len(idx)
