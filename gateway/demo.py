@@ -28,6 +28,8 @@ EXAMPLES: list[tuple[str, dict[str, Any]]] = [
         "If a shirt costs $40 after a 20 percent discount, how much was it before? Solve step by step."}]}),
     ("general", {"messages": [{"role": "user", "content":
         "Suggest three names for a golden retriever puppy."}]}),
+    ("ambiguous", {"messages": [{"role": "user", "content":
+        "Should I learn SQL or Python first if I want to change careers?"}]}),
     ("follow-up", {"messages": [
         {"role": "user", "content": "Count of orders per customer from the orders table, in SQL please."},
         {"role": "assistant", "content": "SELECT customer_id, COUNT(*) FROM orders GROUP BY customer_id;"},
