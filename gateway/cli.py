@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -34,15 +34,25 @@ ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="Routing policy 
 
 
 def _load(path: Path) -> object:
+    """Load, validate and preflight a policy; print every problem and exit 2 if there are any."""
     from gateway.config import PolicyError, load_policy
+    from gateway.preflight import preflight
 
     try:
-        return load_policy(path)
+        policy = load_policy(path)
     except PolicyError as exc:
-        typer.echo(f"error: {path}: the policy is invalid:", err=True)
-        for line in exc.errors:
-            typer.echo(f"  {line}", err=True)
-        raise typer.Exit(2) from None
+        _fail(path, exc.errors)
+    problems = preflight(policy)
+    if problems:
+        _fail(path, problems)
+    return policy
+
+
+def _fail(path: Path, problems: list[str]) -> NoReturn:
+    typer.echo(f"error: {path}: the policy is invalid:", err=True)
+    for line in problems:
+        typer.echo(f"  {line}", err=True)
+    raise typer.Exit(2)
 
 
 @config_app.command("validate")

@@ -208,6 +208,8 @@ def gateway_policy(upstream: str, workdir: Path) -> Path:
 
     policy = yaml.safe_load((REPO / "deploy/examples/policy.yaml").read_text())
     policy["cache"] = {"enabled": False}
+    # The policy is rewritten into a temp dir: keep its router model where the shipped policy finds it.
+    policy["router"]["model_path"] = str((REPO / "deploy/examples" / policy["router"]["model_path"]).resolve())
     policy["ledger"] = {"url": f"sqlite+aiosqlite:///{workdir / 'ledger.sqlite'}"}
     path = workdir / "policy.yaml"
     path.write_text(yaml.safe_dump(policy))

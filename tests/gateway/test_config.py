@@ -100,3 +100,20 @@ def test_configuration_reference_matches_the_schema() -> None:
     doc = (REPO / "docs" / "configuration.md").read_text()
     assert doc == render(), "docs/configuration.md is stale: run `slmgw config reference > docs/configuration.md`"
     assert "| `max_body_bytes` |" in doc and "## `slm_backends.NAME`" in doc
+
+
+def test_validate_and_serve_refuse_a_missing_router_model_and_unpriced_baseline(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SLMGW_API_KEY", "k")
+    doc = yaml.safe_load(EXAMPLE.read_text())
+    doc["router"]["model_path"] = str(tmp_path / "missing.npz")
+    doc["costs"] = {"baseline_llm": "acme/unknown-model-9"}
+    bad = tmp_path / "policy.yaml"
+    bad.write_text(yaml.safe_dump(doc))
+    runner = CliRunner()
+    for args in (["config", "validate", str(bad)], ["serve", "--config", str(bad)]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert "router: router model" in result.output and "file not found" in result.output
+        assert "costs:" in result.output and "acme/unknown-model-9" in result.output
+        assert "Traceback" not in result.output
