@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -69,6 +70,10 @@ def create_app(policy: Policy) -> FastAPI:
         # SLM replicas: probe once (logs adapters vLLM does not serve), then poll; /health/ready shows it.
         await services.dispatcher.start()
         services.extras["slm"] = services.dispatcher.health
+        # Everything loaded so far (litellm alone is ~400k objects) lives as long as the process: move it
+        # out of the collector's reach so full collections stop pausing requests (docs/performance.md).
+        gc.collect()
+        gc.freeze()
         log.info("slm-gateway ready: %d domains, %d SLM backends, %d LLM backends",
                  len(policy.domains), len(policy.slm_backends), len(policy.llm_backends))
         try:
