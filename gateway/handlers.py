@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-import os
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -13,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 
 from gateway.errors import GatewayError, InvalidRequest, PayloadTooLarge
 from gateway.hardening import check_content_parts, check_json_shape
+from gateway.ids import new_id
 from gateway.pipeline import Pipeline, RequestContext
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from gateway.services import Services
@@ -66,7 +66,7 @@ def _validate(model: type[BaseModel], body: dict[str, Any]) -> None:
 async def _serve(request: Request, kind: Kind, model: type[BaseModel]) -> Response:
     services: Services = request.app.state.services
     pipeline: Pipeline = request.app.state.pipeline
-    request_id = request.headers.get("x-request-id") or f"req_{os.urandom(16).hex()}"
+    request_id = request.headers.get("x-request-id") or f"req_{new_id()}"
     request.state.request_id = request_id
     tenant: str | None = None
     body: dict[str, Any] | None = None

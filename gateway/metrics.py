@@ -7,7 +7,7 @@ the admin key (costs are business data; see docs/costs.md for the Prometheus scr
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -59,31 +59,42 @@ class Metrics:
                                      "Ledger rows waiting in memory.", registry=r)
         self.ledger_store_up = Gauge("slmgw_ledger_store_up", "1 if the ledger store accepts writes.",
                                      registry=r)
+        self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
+
+    def _c(self, metric: Any, *values: str) -> Any:
+        # prometheus_client's labels() costs microseconds a call; the label sets here are few (bounded
+        # by the policy), so each child is looked up once and kept.
+        key = (metric._name, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
 
     def observe(self, rec: RequestRecord, cost: float, baseline: float,
                 shadow: float | None = None) -> None:
         """Count one finished request (called by ``Ledger.record``)."""
         route = rec.route
-        self.requests.labels(route, _label(rec.domain), str(rec.status), rec.endpoint).inc()
+        c = self._c
+        c(self.requests, route, _label(rec.domain), str(rec.status), rec.endpoint).inc()
         if rec.escalation:
-            self.escalations.labels(_reason_kind(rec.escalation)).inc()
+            c(self.escalations, _reason_kind(rec.escalation)).inc()
         if rec.cache != "bypass":
-            self.cache.labels(rec.cache).inc()
+            c(self.cache, rec.cache).inc()
         if rec.prompt_tokens > 0:
-            self.tokens.labels(route, "prompt").inc(rec.prompt_tokens)
+            c(self.tokens, route, "prompt").inc(rec.prompt_tokens)
         if rec.completion_tokens > 0:
-            self.tokens.labels(route, "completion").inc(rec.completion_tokens)
+            c(self.tokens, route, "completion").inc(rec.completion_tokens)
         if cost > 0:
-            self.cost.labels(route).inc(cost)
+            c(self.cost, route).inc(cost)
         if baseline > 0:
-            self.baseline.labels(route).inc(baseline)
+            c(self.baseline, route).inc(baseline)
         if baseline > cost:
-            self.savings.labels(route).inc(baseline - cost)
+            c(self.savings, route).inc(baseline - cost)
         if shadow is not None and baseline > shadow:
             self.shadow_savings.inc(baseline - shadow)
-        self.latency.labels(route).observe(max(rec.latency_ms, 0.0) / 1000.0)
+        c(self.latency, route).observe(max(rec.latency_ms, 0.0) / 1000.0)
         if rec.ttft_ms is not None:
-            self.ttft.labels(route).observe(max(rec.ttft_ms, 0.0) / 1000.0)
+            c(self.ttft, route).observe(max(rec.ttft_ms, 0.0) / 1000.0)
 
     def set_backend_health(self, backend: str, kind: str, up: bool) -> None:
         self.backend_up.labels(backend, kind).set(1 if up else 0)

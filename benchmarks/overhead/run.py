@@ -36,7 +36,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[2]
 PROXY_VENV = Path(os.environ.get("SLMGW_LITELLM_PROXY_VENV", Path.home() / ".cache/slmgw/litellm-proxy-venv"))
 GATEWAY_KEY = "sk-bench"
-PROMPT = "Write a SQL query for the total revenue per month from the orders table."
+PROMPT = "Write a SQL query for the total revenue per month from the orders table (report @N@)."
 
 
 def free_port() -> int:
@@ -127,11 +127,16 @@ def ensure_litellm_proxy() -> Path:
 
 
 # -- load ------------------------------------------------------------------------------------------------
+# Every request carries a different prompt (a counter in the text), so nothing along the path can
+# answer it from a memo of an earlier one: the router classifies each one afresh.
 WRK_SCRIPT = """
-wrk.method = "POST"
-wrk.body = {body}
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer {key}"
+local template = {body}
+local headers = {{["Content-Type"] = "application/json", ["Authorization"] = "Bearer {key}"}}
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format("POST", nil, headers, (template:gsub("@N@", tostring(n))))
+end
 """
 
 

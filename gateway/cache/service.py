@@ -86,10 +86,9 @@ class ResponseCache:
         """Decide reading and writing for a request; ``domain`` is the routing decision's (None for a
         general request), which decides the opt-in of non-deterministic requests."""
         cfg = self.config
-        key = cache_key(cfg.key_prefix, cfg.namespaces.get(tenant, tenant), kind, body)
         deterministic = is_deterministic(body)
         if not cfg.enabled:
-            return CachePlan(kind, key, False, False, deterministic, reason="disabled")
+            return CachePlan(kind, "", False, False, deterministic, reason="disabled")
         ctl = parse_control(body.get("cache"), headers)
         ttl = min(ctl.ttl_s, cfg.max_ttl_s) if ctl.ttl_s else None
         cacheable = deterministic or self._opted_in(domain)
@@ -97,6 +96,8 @@ class ResponseCache:
         write = cacheable and not ctl.no_store
         reason = ("nondeterministic" if not cacheable else
                   ",".join(r for r, on in (("no-cache", ctl.no_cache), ("no-store", ctl.no_store)) if on))
+        # The key (canonical JSON + sha256 of the whole request) is only worth computing if it is used.
+        key = cache_key(cfg.key_prefix, cfg.namespaces.get(tenant, tenant), kind, body) if read or write else ""
         return CachePlan(kind, key, read, write, deterministic, ttl, reason)
 
     async def lookup(self, plan: CachePlan) -> Lookup:

@@ -14,13 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from gateway.costs import Cost, CostModel
+from gateway.ids import new_id
 from gateway.ledger.schema import clean, requests, to_db
 from gateway.ledger.spill import SpillDir
 
@@ -178,7 +178,7 @@ class Ledger:
 
     def _row(self, rec: RequestRecord, cost: Cost) -> dict[str, Any]:
         row: dict[str, Any] = {name: clean(getattr(rec, name), name) for name in _FIELDS}
-        row["id"] = os.urandom(16).hex()  # as unique as uuid4, a third of the cost
+        row["id"] = new_id()
         row["ts"] = float(rec.ts)
         row["day"] = datetime.fromtimestamp(rec.ts, UTC).strftime("%Y-%m-%d")
         row["cost_usd"] = cost.cost_usd
