@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ValidationError
 from starlette.responses import JSONResponse, Response
 
-from gateway.errors import GatewayError, InvalidRequest, PayloadTooLarge
+from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, PayloadTooLarge
 from gateway.hardening import check_content_parts, check_json_shape
 from gateway.ids import new_id
 from gateway.pipeline import Pipeline, RequestContext
@@ -121,11 +121,7 @@ FAST_ROUTES = {"/v1/chat/completions": chat_completions, "/chat/completions": ch
                "/v1/embeddings": embeddings, "/embeddings": embeddings}
 
 
-@router.get("/v1/models")
-@router.get("/models", include_in_schema=False)
-async def list_models(request: Request) -> Response:
-    services: Services = request.app.state.services
-    services.keys.tenant(request.headers)
+def _model_cards(services: Services) -> list[dict[str, Any]]:
     policy = services.policy
     data: list[dict[str, Any]] = [{"id": "auto", "object": "model", "created": 0, "owned_by": "slm-gateway",
                                    "description": "routed by slm-gateway"}]
@@ -136,7 +132,27 @@ async def list_models(request: Request) -> Response:
     for name, llm in policy.llm_backends.items():
         data.append({"id": name, "object": "model", "created": 0, "owned_by": "slm-gateway",
                      "route": "llm", "served_model": llm.model})
-    return JSONResponse({"object": "list", "data": data})
+    return data
+
+
+@router.get("/v1/models")
+@router.get("/models", include_in_schema=False)
+async def list_models(request: Request) -> Response:
+    services: Services = request.app.state.services
+    services.keys.tenant(request.headers)
+    return JSONResponse({"object": "list", "data": _model_cards(services)})
+
+
+@router.get("/v1/models/{model_id:path}")
+@router.get("/models/{model_id:path}", include_in_schema=False)
+async def retrieve_model(request: Request, model_id: str) -> Response:
+    services: Services = request.app.state.services
+    services.keys.tenant(request.headers)
+    for card in _model_cards(services):
+        if card["id"] == model_id:
+            return JSONResponse(card)
+    raise ModelNotFound(f"The model `{model_id}` does not exist. Use 'auto' or one listed by GET /v1/models.",
+                        param="model")
 
 
 @router.get("/health/live")

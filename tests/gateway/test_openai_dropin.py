@@ -105,6 +105,26 @@ def test_models_list(client: Any) -> None:
     assert ids == ["auto", "sql", "code", "support", "math", "llm"]
 
 
+def test_models_retrieve(client: Any) -> None:
+    import openai
+
+    assert client.models.retrieve("sql").id == "sql"
+    assert client.models.retrieve("auto").owned_by == "slm-gateway"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("gpt-9")
+
+
+def test_tools_and_json_schema_requests_escalate_to_the_llm(client: Any) -> None:
+    tools = [{"type": "function", "function": {"name": "run_sql", "parameters": {"type": "object"}}}]
+    raw = client.chat.completions.with_raw_response.create(model="auto", messages=SQL, tools=tools)
+    assert raw.headers["x-slmgw-route"] == "llm"
+    assert "unsupported:tools" in raw.headers["x-slmgw-reason"]
+    schema = {"type": "json_schema", "json_schema": {"name": "q", "schema": {"type": "object"}}}
+    raw = client.chat.completions.with_raw_response.create(model="auto", messages=SQL, response_format=schema)
+    assert raw.headers["x-slmgw-route"] == "llm"
+    assert "unsupported:json_schema" in raw.headers["x-slmgw-reason"]
+
+
 def test_routes_without_v1_prefix(gateway: BackgroundGateway) -> None:
     from openai import OpenAI
 
