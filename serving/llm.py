@@ -83,38 +83,27 @@ class LlmClient:
             self._litellm = import_litellm()
         return self._litellm
 
-    async def chat(self, name: str, backend: LlmBackend, body: dict[str, Any]) -> dict[str, Any]:
+    async def _call(self, fn: str, name: str, backend: LlmBackend, args: dict[str, Any]) -> Any:
+        """``litellm.<fn>(**args)`` with provider errors mapped onto the gateway's error tree."""
         try:
-            resp = await self.litellm.acompletion(**_call_args(backend, body))
-        except Exception as exc:
+            return await getattr(self.litellm, fn)(**args)
+        except Exception as exc:  # litellm raises many types; all are mapped
             raise _map_error(name, exc, backend.api_key) from None
-        return _dump(resp)
+
+    async def chat(self, name: str, backend: LlmBackend, body: dict[str, Any]) -> dict[str, Any]:
+        return _dump(await self._call("acompletion", name, backend, _call_args(backend, body)))
 
     async def completion(self, name: str, backend: LlmBackend, body: dict[str, Any]) -> dict[str, Any]:
-        try:
-            resp = await self.litellm.atext_completion(**_call_args(backend, body))
-        except Exception as exc:
-            raise _map_error(name, exc, backend.api_key) from None
-        return _dump(resp)
+        return _dump(await self._call("atext_completion", name, backend, _call_args(backend, body)))
 
     async def embedding(self, name: str, backend: LlmBackend, body: dict[str, Any]) -> dict[str, Any]:
-        try:
-            resp = await self.litellm.aembedding(**_call_args(backend, body))
-        except Exception as exc:
-            raise _map_error(name, exc, backend.api_key) from None
-        return _dump(resp)
+        return _dump(await self._call("aembedding", name, backend, _call_args(backend, body)))
 
     async def stream(self, name: str, backend: LlmBackend, body: dict[str, Any],
                      chat: bool = True) -> AsyncIterator[dict[str, Any]]:
         """Open a stream; the call itself raises mapped errors before any chunk is yielded."""
         args = {**_call_args(backend, body), "stream": True}
-        try:
-            if chat:
-                resp = await self.litellm.acompletion(**args)
-            else:
-                resp = await self.litellm.atext_completion(**args)
-        except Exception as exc:
-            raise _map_error(name, exc, backend.api_key) from None
+        resp = await self._call("acompletion" if chat else "atext_completion", name, backend, args)
 
         async def chunks() -> AsyncIterator[dict[str, Any]]:
             try:
