@@ -69,3 +69,13 @@ def test_serve_refuses_an_invalid_policy(tmp_path: Path) -> None:
     result = subprocess.run([*SLMGW, "serve", "--config", str(bad)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "llm_backends" in result.stderr
+
+
+def test_serving_plan_for_the_example_policy_serves_the_names_the_gateway_calls() -> None:
+    env = {**os.environ, "SLMGW_API_KEY": "k", "SLMGW_ADAPTER_DIR": "/adapters"}
+    result = subprocess.run([*SLMGW, "serving", "plan", "--config", str(REPO / "deploy/examples/policy.yaml")],
+                            capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
+    assert result.returncode == 0, result.stderr
+    assert "--enable-lora" in result.stdout
+    for name in ("sql", "code", "support", "math"):
+        assert f"{name}=/adapters/{name}" in result.stdout
