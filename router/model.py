@@ -262,7 +262,8 @@ def _full_logits(d: npt.NDArray[np.floating[Any]]) -> npt.NDArray[np.floating[An
 def train(texts: Sequence[str], labels: Sequence[str], featurizer: str = "tfidf", c: float = 10.0,
           progress: Callable[[str], None] | None = None, seed: int = 0,
           sample_weight: Sequence[float] | None = None,
-          temperature_data: tuple[Sequence[str], Sequence[str]] | None = None) -> RouterModel:
+          temperature_data: tuple[Sequence[str], Sequence[str]] | None = None,
+          featurizer_params: dict[str, Any] | None = None) -> RouterModel:
     """Fit a router model: featurize, fit a multinomial logistic regression, fit a softmax temperature
     (at least 1), then refit on everything. Thresholds start empty (the policy's default applies until
     ``calibrate`` writes per-label ones).
@@ -270,7 +271,9 @@ def train(texts: Sequence[str], labels: Sequence[str], featurizer: str = "tfidf"
     ``sample_weight`` multiplies the balanced class weights per example (for example to count
     chat-style examples more than a large public source). The temperature is fitted on
     ``temperature_data`` (held-out texts and labels, ideally in the style of real traffic) with the
-    final model if given, else on a stratified 20% split of the training data."""
+    final model if given, else on a stratified 20% split of the training data. ``featurizer_params``
+    go to the featurizer's constructor (for tfidf: ``min_df``, ``max_features``, ``char_min``,
+    ``char_max``)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
 
@@ -282,7 +285,7 @@ def train(texts: Sequence[str], labels: Sequence[str], featurizer: str = "tfidf"
     step = progress or (lambda _msg: None)
     y = np.asarray([names.index(label) for label in labels], dtype=np.int64)
     step("featurizing")
-    feat = make_featurizer(featurizer)
+    feat = make_featurizer(featurizer, featurizer_params)
     x = feat.fit_transform(list(texts))
 
     if sample_weight is not None and len(sample_weight) != len(y):

@@ -96,7 +96,8 @@ def quality(model: RouterModel, examples: list[Example], probs: Any, thresholds:
 def run_featurizer(name: str, featurizer: str, train_set: list[Example], val: list[Example],
                    eval_sets: list[tuple[str, list[Example]]], timing: list[Example], workdir: Path, calls: int,
                    weights: dict[str, float] | None = None,
-                   temperature_set: list[Example] | None = None, repeats: int = 1) -> list[dict[str, Any]]:
+                   temperature_set: list[Example] | None = None, repeats: int = 1,
+                   featurizer_params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Train on ``train_set`` (example weight by source from ``weights``, default 1), calibrate on ``val``
     (2% leakage budget), time decide() on ``timing`` and evaluate on every named set."""
     weights = weights or {}
@@ -105,7 +106,8 @@ def run_featurizer(name: str, featurizer: str, train_set: list[Example], val: li
     with console.status(f"[{name}] training on {len(train_set)} examples"):
         t0 = time.perf_counter()
         model = train([e.text for e in train_set], [e.label for e in train_set], featurizer=featurizer,
-                      sample_weight=sw, temperature_data=temp)
+                      sample_weight=sw, temperature_data=temp,
+                      featurizer_params=featurizer_params if featurizer == "tfidf" else None)
         train_s = time.perf_counter() - t0
     with console.status(f"[{name}] calibrating on {len(val)} validation examples"):
         probs = model.predict_proba([e.text for e in val])
@@ -230,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="public-source recipe: chat (artefacts removed, default) or plain (as before)")
     ap.add_argument("--chat-weight", type=float, default=10.0,
                     help="example weight of the project-written prompts in the +project rows (default 10)")
+    ap.add_argument("--char-ngrams", default="3-5",
+                    help="tfidf character n-gram range (default 3-5; 2-5 was tried, docs/router.md)")
     ap.add_argument("--no-project", action="store_true",
                     help="only the public-sources rows (no train.jsonl / train_chat.jsonl)")
     ap.add_argument("--clinc-test", type=Path, help="CLINC150 test data (data_full.json or JSONL)")
@@ -264,16 +268,18 @@ def main(argv: list[str] | None = None) -> int:
     project_sets = [("held-back split", test), ("chat held-out", chat_val), (PROJECT, styled),
                     (PROJECT + " w/o near-dups", unseen)]
     weights = {TRAIN_FILE.name: args.chat_weight, CHAT_FILE.name: args.chat_weight}
+    lo, hi = (int(v) for v in args.char_ngrams.split("-"))
+    tfidf_params = {"char_min": lo, "char_max": hi}
     rows: list[dict[str, Any]] = []
     for feat in [f for f in args.featurizers.split(",") if f]:
         rows += run_featurizer(feat, feat, train_set, val, public_sets, styled, args.workdir, args.calls,
-                               repeats=args.repeats)
+                               repeats=args.repeats, featurizer_params=tfidf_params)
         if not args.no_project:
             # public sources + the project's own prompts (train.jsonl and 70% of train_chat.jsonl),
             # calibrated on the public validation split plus the held-out 30% of train_chat.jsonl
             rows += run_featurizer(f"{feat}+project", feat, train_set + project, val + chat_val, project_sets,
                                    styled, args.workdir, args.calls, weights=weights, temperature_set=chat_val,
-                                   repeats=args.repeats)
+                                   repeats=args.repeats, featurizer_params=tfidf_params)
     print_quality(rows)
     print_recall(rows)
     clinc_rows: list[tuple[str, str, float, float]] = []

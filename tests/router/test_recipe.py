@@ -119,3 +119,15 @@ def test_multi_part_vector_is_the_weighted_sum_of_normalised_parts() -> None:
     assert np.allclose(got, dense, atol=1e-6)
     assert 0.0 < known <= 1.0
     assert len(set(idx.tolist())) == len(idx)
+
+
+def test_char_ngram_range_is_a_stored_featurizer_param(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    model = train(TEXTS, LABELS, featurizer_params={"char_min": 2, "char_max": 5})
+    assert any(g.startswith("c") and len(g) == 3 for g in model.featurizer.analyze("ab"))  # "c ab"[:3]
+    loaded = RouterModel.load(model.save(tmp_path / "m.npz"))
+    assert loaded.featurizer.params()["char_min"] == 2
+    probe = ["join two tables please"]
+    assert np.allclose(loaded.predict_proba(probe), model.predict_proba(probe), atol=1e-5)
+    # artifacts written before the parameter existed read as 3-5
+    old = RouterModel.load(DEMO_MODEL)
+    assert (old.featurizer.params()["char_min"], old.featurizer.params()["char_max"]) == (3, 5)
