@@ -1,7 +1,7 @@
 """Router benchmark: routing quality and speed per featurizer, and the CLINC150 protocol.
 
     .venv/bin/python -m benchmarks.router [--featurizers tfidf,minilm] [--clinc-test FILE] [--json OUT]
-        [--recipe chat|plain] [--chat-weight 10] [--no-project]
+        [--recipe chat|plain] [--chat-weight 10] [--char-ngrams 2-5] [--no-general] [--no-project]
 
 See benchmarks/router/README.md for what is measured and how.
 """
@@ -37,7 +37,7 @@ from benchmarks.router.sources import (  # noqa: E402
 )
 from gateway.config import parse_policy  # noqa: E402
 from router.classifier import ClassifierRouter  # noqa: E402
-from router.examples import CHAT_FILE, EVAL_FILE, TRAIN_FILE  # noqa: E402
+from router.examples import CHAT_FILE, EVAL_FILE, GENERAL_FILE, TRAIN_FILE  # noqa: E402
 from router.features import embeddings_available  # noqa: E402
 from router.metrics import calibrate, evaluate  # noqa: E402
 from router.model import RouterModel, train  # noqa: E402
@@ -232,8 +232,11 @@ def main(argv: list[str] | None = None) -> int:
                     help="public-source recipe: chat (artefacts removed, default) or plain (as before)")
     ap.add_argument("--chat-weight", type=float, default=10.0,
                     help="example weight of the project-written prompts in the +project rows (default 10)")
-    ap.add_argument("--char-ngrams", default="3-5",
-                    help="tfidf character n-gram range (default 3-5; 2-5 was tried, docs/router.md)")
+    ap.add_argument("--char-ngrams", default="2-5",
+                    help="tfidf character n-gram range (default 2-5, picked on validation; docs/router.md)")
+    ap.add_argument("--general", action=argparse.BooleanOptionalAction, default=True,
+                    help="also use train_general.jsonl like train_chat.jsonl (70%% trains at the chat weight, "
+                         "30%% joins calibration and the chat held-out row); default on, --no-general for the old")
     ap.add_argument("--no-project", action="store_true",
                     help="only the public-sources rows (no train.jsonl / train_chat.jsonl)")
     ap.add_argument("--clinc-test", type=Path, help="CLINC150 test data (data_full.json or JSONL)")
@@ -257,6 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     project_train = read_labelled(TRAIN_FILE)
     # train_chat.jsonl: 70% trains, 30% is held out for calibration, temperature and its own row
     chat_train, chat_val = split_by_label(read_labelled(CHAT_FILE), 0.7)
+    if args.general:
+        # train_general.jsonl (chat-style general prompts) the same way: 70% trains, 30% calibrates
+        gen_train, gen_val = split_by_label(read_labelled(GENERAL_FILE), 0.7)
+        chat_train, chat_val = chat_train + gen_train, chat_val + gen_val
     project = project_train + chat_train
     dup = near_duplicates(styled, project)
     unseen = [e for i, e in enumerate(styled) if i not in dup]
@@ -267,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     public_sets = [("held-back split", test), (PROJECT, styled)]
     project_sets = [("held-back split", test), ("chat held-out", chat_val), (PROJECT, styled),
                     (PROJECT + " w/o near-dups", unseen)]
-    weights = {TRAIN_FILE.name: args.chat_weight, CHAT_FILE.name: args.chat_weight}
+    weights = {TRAIN_FILE.name: args.chat_weight, CHAT_FILE.name: args.chat_weight,
+               GENERAL_FILE.name: args.chat_weight}
     lo, hi = (int(v) for v in args.char_ngrams.split("-"))
     tfidf_params = {"char_min": lo, "char_max": hi}
     rows: list[dict[str, Any]] = []

@@ -40,7 +40,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.router.sources import Example, build, read_labelled, split  # noqa: E402
-from router.examples import CHAT_FILE, TRAIN_FILE  # noqa: E402
+from router.examples import CHAT_FILE, GENERAL_FILE, TRAIN_FILE  # noqa: E402
 from router.features import _WORD, normalize  # noqa: E402
 from router.metrics import calibrate, rates, route  # noqa: E402
 from router.model import GENERAL, fit_temperature  # noqa: E402
@@ -61,6 +61,7 @@ class Config:
     sublinear: bool = True
     balanced: bool = True
     temperature: str = "fit>=1"  # "fit>=1" (the current rule), "fit" (also sharpen), "none"
+    general: bool = False  # fold train_general.jsonl in with train_chat (training at chat weight + calibration)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def analyzer_key(self) -> tuple[Any, ...]:
@@ -114,6 +115,9 @@ CONFIGS: dict[str, Config] = {c.name: c for c in [
     Config("no sublinear", sublinear=False),
     Config("temp fit", temperature="fit"),
     Config("temp none", temperature="none"),
+    Config("+general", general=True),
+    Config("+general char 2-5", general=True, char_ngrams=(2, 5)),
+    Config("+general C=3", general=True, c=3.0),
 ]}
 
 
@@ -184,9 +188,17 @@ def fit_predict(cfg: Config, an: Analyzed, train_ex: list[Example], weights: lis
 
 
 def run_config(cfg: Config, an: Analyzed, pub_train: list[Example], val: list[Example], gen_train: list[Example],
-               chat: list[Example], fold: list[int], k: int, labels: list[str],
-               dump: Path | None = None) -> dict[str, Any]:
+               chat_only: list[Example], chat_fold: list[int], k: int, labels: list[str],
+               dump: Path | None = None, general: list[Example] | None = None) -> dict[str, Any]:
+    """Cross-fitted scores of one config. With ``cfg.general`` the train_general.jsonl prompts are folded
+    in exactly like train_chat (own stratified folds, trained on at chat weight when out of fold, their
+    OOF probabilities part of the other folds' calibration); cov/leak/acc stay measured on the
+    train_chat prompts, so rows compare; ``gen_leak`` is the leakage on the OOF train_general prompts."""
     t0 = time.perf_counter()
+    extra = list(general or []) if cfg.general else []
+    chat = chat_only + extra
+    fold = chat_fold + (chat_folds(extra, k) if extra else [])
+    n_chat = len(chat_only)
     oof = np.zeros((len(chat), len(labels)), dtype=np.float32)
     val_probs: list[np.ndarray] = []
     for f in range(k):
@@ -199,7 +211,6 @@ def run_config(cfg: Config, an: Analyzed, pub_train: list[Example], val: list[Ex
         oof[held_idx] = p_held
         val_probs.append(p_val)
     y = np.asarray([labels.index(e.label) for e in chat])
-    acc = float((oof.argmax(axis=1) == y).mean())
     # cross-fitted thresholds: calibrate on validation (scored by fold f's model) + other folds' OOF chat
     slm = np.zeros(len(chat), dtype=bool)
     pred = oof.argmax(axis=1)
@@ -216,17 +227,22 @@ def run_config(cfg: Config, an: Analyzed, pub_train: list[Example], val: list[Ex
     from router.metrics import Routed
 
     conf = oof[np.arange(len(y)), pred]
-    xfit = rates(Routed(pred=pred, conf=conf, slm=slm), y, labels)
-    _, oracle = calibrate(oof, [e.label for e in chat], labels, MAX_LEAKAGE)
     gen = labels.index(GENERAL)
+    gen_leak = float(slm[n_chat:].mean()) if extra else float("nan")
+    oof, y, pred, conf, slm = oof[:n_chat], y[:n_chat], pred[:n_chat], conf[:n_chat], slm[:n_chat]
+    acc = float((pred == y).mean())
+    xfit = rates(Routed(pred=pred, conf=conf, slm=slm), y, labels)
+    _, oracle = calibrate(oof, [e.label for e in chat_only], labels, MAX_LEAKAGE)
     recall = {lab: float((pred[y == i] == i).mean()) for i, lab in enumerate(labels)}
     if dump is not None:
         dump.mkdir(parents=True, exist_ok=True)
-        np.savez(dump / (cfg.name.replace(" ", "_").replace("/", "_") + ".npz"), oof=oof, y=y, fold=np.asarray(fold),
+        np.savez(dump / (cfg.name.replace(" ", "_").replace("/", "_") + ".npz"), oof=oof, y=y,
+                 fold=np.asarray(chat_fold),
                  val=np.stack(val_probs), val_y=np.asarray([labels.index(e.label) for e in val]))
     return {"config": cfg.name, "acc": acc, "cov": xfit["coverage"], "leak": xfit["leakage"],
             "mis": xfit["misroute"], "cov@2%": oracle["coverage"], "leak@2%": oracle["leakage"],
-            "general_recall": recall[labels[gen]], "recall": recall, "seconds": time.perf_counter() - t0,
+            "general_recall": recall[labels[gen]], "gen_leak": gen_leak, "recall": recall,
+            "seconds": time.perf_counter() - t0,
             "thresholds": thr_all}
 
 
@@ -289,16 +305,17 @@ def main(argv: list[str] | None = None) -> int:
     pub_train, val, _held_back = split(pool, (0.7, 0.1, 0.2))
     gen_train = read_labelled(TRAIN_FILE)
     chat = read_labelled(CHAT_FILE)
+    general = read_labelled(GENERAL_FILE)
     fold = chat_folds(chat, args.folds)
     labels = sorted({e.label for e in pool})
     an = Analyzed()
     results = []
     for name in [n for n in args.configs.split(",") if n]:
         cfg = CONFIGS[name]
-        r = run_config(cfg, an, pub_train, val, gen_train, chat, fold, args.folds, labels, args.dump)
+        r = run_config(cfg, an, pub_train, val, gen_train, chat, fold, args.folds, labels, args.dump, general)
         results.append(r)
         print(f"{r['config']:<16} acc {r['acc']:.1%}  xfit cov {r['cov']:.1%} leak {r['leak']:.1%} mis {r['mis']:.1%}"
-              f"  cov@2% {r['cov@2%']:.1%} (leak {r['leak@2%']:.1%})  "
+              f"  cov@2% {r['cov@2%']:.1%} (leak {r['leak@2%']:.1%})  gen_leak {r['gen_leak']:.1%}  "
               + " ".join(f"{k[:3]} {v:.0%}" for k, v in r["recall"].items()) + f"  [{r['seconds']:.0f} s]",
               flush=True)
         if args.json:

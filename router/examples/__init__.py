@@ -13,4 +13,5 @@ EXAMPLES_DIR = Path(__file__).resolve().parent
 TRAIN_FILE = EXAMPLES_DIR / "train.jsonl"
 EVAL_FILE = EXAMPLES_DIR / "eval.jsonl"
 CHAT_FILE = EXAMPLES_DIR / "train_chat.jsonl"
+GENERAL_FILE = EXAMPLES_DIR / "train_general.jsonl"
 DEMO_MODEL = EXAMPLES_DIR / "demo-router.npz"

@@ -19,7 +19,7 @@ from benchmarks.router.sources import (
     split_by_label,
 )
 from router.data import read_examples
-from router.examples import CHAT_FILE, DEMO_MODEL, TRAIN_FILE
+from router.examples import CHAT_FILE, DEMO_MODEL, GENERAL_FILE, TRAIN_FILE
 from router.model import RouterModel, train
 
 TEXTS = ["join two tables in sql", "select count from orders group by day", "python list index error",
@@ -92,9 +92,9 @@ def test_chat_recipe_relabels_calculator_and_frames_sources() -> None:
         build(scale=0.05, recipe="fancy")
 
 
-def test_demo_model_is_trained_on_both_files_with_calibrated_thresholds() -> None:
+def test_demo_model_is_trained_on_the_project_files_with_calibrated_thresholds() -> None:
     model = RouterModel.load(DEMO_MODEL)
-    texts, _ = read_examples([TRAIN_FILE, CHAT_FILE])
+    texts, _ = read_examples([TRAIN_FILE, CHAT_FILE, GENERAL_FILE])
     assert model.manifest["training"]["examples"] == len(texts)
     assert set(model.thresholds) == {"sql", "code", "support", "math"}
     assert all(0.2 <= t <= 1.0 for t in model.thresholds.values())
@@ -129,5 +129,9 @@ def test_char_ngram_range_is_a_stored_featurizer_param(tmp_path) -> None:  # typ
     probe = ["join two tables please"]
     assert np.allclose(loaded.predict_proba(probe), model.predict_proba(probe), atol=1e-5)
     # artifacts written before the parameter existed read as 3-5
-    old = RouterModel.load(DEMO_MODEL)
-    assert (old.featurizer.params()["char_min"], old.featurizer.params()["char_max"]) == (3, 5)
+    params = {k: v for k, v in model.featurizer.params().items() if k not in ("char_min", "char_max")}
+    old = type(model.featurizer).from_arrays(params, model.featurizer.arrays())
+    assert (old.params()["char_min"], old.params()["char_max"]) == (3, 5)
+    # the demo model is built with the 2-5 range picked on validation
+    demo = RouterModel.load(DEMO_MODEL)
+    assert (demo.featurizer.params()["char_min"], demo.featurizer.params()["char_max"]) == (2, 5)
