@@ -10,7 +10,6 @@ import shutil
 import socket
 import subprocess
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -69,17 +68,6 @@ def own_redis() -> Iterator[RedisServer]:
     server.start()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    p = f"slmgw-test-cache:{uuid.uuid4().hex[:8]}:"
-    yield p
-    client = redis_sync.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=p + "*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 @pytest.fixture

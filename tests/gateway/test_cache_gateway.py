@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -32,17 +31,6 @@ except ImportError:  # pytest's rootdir-less import mode
 SQL = [{"role": "user", "content": "Write a SQL query joining the orders table with customers."}]
 GENERAL = [{"role": "user", "content": "Suggest a name for a golden retriever puppy."}]
 Start = Callable[..., BackgroundGateway]
-
-
-@pytest.fixture
-def prefix() -> Iterator[str]:
-    p = f"slmgw-test-gw:{uuid.uuid4().hex[:10]}:"
-    yield p
-    client = redis_sync.Redis.from_url(REDIS_URL)
-    keys = list(client.scan_iter(match=p + "*"))
-    if keys:
-        client.delete(*keys)
-    client.close()
 
 
 @pytest.fixture
