@@ -1,7 +1,7 @@
 """Router benchmark: routing quality and speed per featurizer, and the CLINC150 protocol.
 
     .venv/bin/python -m benchmarks.router [--featurizers tfidf,minilm] [--clinc-test FILE] [--json OUT]
-        [--recipe chat|plain] [--chat-weight 10] [--char-ngrams 2-5] [--no-general] [--no-project]
+        [--recipe chat|plain] [--chat-weight 10] [--char-ngrams 2-5] [--no-general] [--code] [--no-project]
 
 See benchmarks/router/README.md for what is measured and how.
 """
@@ -25,6 +25,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.router.sources import (  # noqa: E402
+    CODE_FILE,
     RECIPES,
     Example,
     build,
@@ -237,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--general", action=argparse.BooleanOptionalAction, default=True,
                     help="also use train_general.jsonl like train_chat.jsonl (70%% trains at the chat weight, "
                          "30%% joins calibration and the chat held-out row); default on, --no-general for the old")
+    ap.add_argument("--code", action=argparse.BooleanOptionalAction, default=False,
+                    help="also use train_code.jsonl (chat-style code prompts + support/general hard negatives) "
+                         "the same way; default off")
     ap.add_argument("--no-project", action="store_true",
                     help="only the public-sources rows (no train.jsonl / train_chat.jsonl)")
     ap.add_argument("--clinc-test", type=Path, help="CLINC150 test data (data_full.json or JSONL)")
@@ -264,6 +268,10 @@ def main(argv: list[str] | None = None) -> int:
         # train_general.jsonl (chat-style general prompts) the same way: 70% trains, 30% calibrates
         gen_train, gen_val = split_by_label(read_labelled(GENERAL_FILE), 0.7)
         chat_train, chat_val = chat_train + gen_train, chat_val + gen_val
+    if args.code:
+        # train_code.jsonl (chat-style code prompts + hard negatives) the same way
+        code_train, code_val = split_by_label(read_labelled(CODE_FILE), 0.7)
+        chat_train, chat_val = chat_train + code_train, chat_val + code_val
     project = project_train + chat_train
     dup = near_duplicates(styled, project)
     unseen = [e for i, e in enumerate(styled) if i not in dup]
@@ -275,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     project_sets = [("held-back split", test), ("chat held-out", chat_val), (PROJECT, styled),
                     (PROJECT + " w/o near-dups", unseen)]
     weights = {TRAIN_FILE.name: args.chat_weight, CHAT_FILE.name: args.chat_weight,
-               GENERAL_FILE.name: args.chat_weight}
+               GENERAL_FILE.name: args.chat_weight, CODE_FILE.name: args.chat_weight}
     lo, hi = (int(v) for v in args.char_ngrams.split("-"))
     tfidf_params = {"char_min": lo, "char_max": hi}
     rows: list[dict[str, Any]] = []

@@ -40,6 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+# chat-style code prompts + support/general hard negatives, written for the code round (docs/router.md);
+# used by the benchmark (--code) and tune.py (+code configs), not by the demo model
+CODE_FILE = REPO / "router" / "examples" / "train_code.jsonl"
 
 # self-instruct seed tasks that are code, math or SQL requests (by id number), dropped from "general"
 SELF_INSTRUCT_NOT_GENERAL = {21, 22, 25, 28, 31, 35, 37, 41, 45, 50, 61, 69, 72, 83, 109, 136, 138, 139, 140,

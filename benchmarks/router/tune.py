@@ -16,6 +16,9 @@ public validation split. Reported per config, over the 762 out-of-fold chat prom
 * ``cov@2%``: the best coverage any per-domain thresholds reach on the OOF chat prompts with leakage
   <= 2% (separability; thresholds fitted on the same prompts, so optimistic but fair between configs).
 
+``train_general.jsonl`` and ``train_code.jsonl`` get their own folds and are always scored; configs
+with ``general``/``code`` also train and calibrate on them (``gen_leak``, ``train_code``, ``all`` columns).
+
 eval.jsonl is never read here. The chosen recipe is evaluated once with the benchmark itself
 (``python -m benchmarks.router --char-ngrams 2-5``). ``--dump DIR`` saves the probabilities and
 ``--rules DIR`` compares threshold-selection rules on them (cross-fitted the same way).
@@ -39,7 +42,7 @@ REPO = Path(__file__).resolve().parents[2]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from benchmarks.router.sources import Example, build, read_labelled, split  # noqa: E402
+from benchmarks.router.sources import CODE_FILE, Example, build, read_labelled, split  # noqa: E402
 from router.examples import CHAT_FILE, GENERAL_FILE, TRAIN_FILE  # noqa: E402
 from router.features import _WORD, normalize  # noqa: E402
 from router.metrics import calibrate, rates, route  # noqa: E402
@@ -62,6 +65,7 @@ class Config:
     balanced: bool = True
     temperature: str = "fit>=1"  # "fit>=1" (the current rule), "fit" (also sharpen), "none"
     general: bool = False  # fold train_general.jsonl in with train_chat (training at chat weight + calibration)
+    code: bool = False  # the same for train_code.jsonl (code prompts + support/general hard negatives)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def analyzer_key(self) -> tuple[Any, ...]:
@@ -118,6 +122,9 @@ CONFIGS: dict[str, Config] = {c.name: c for c in [
     Config("+general", general=True),
     Config("+general char 2-5", general=True, char_ngrams=(2, 5)),
     Config("+general C=3", general=True, c=3.0),
+    Config("+general+code char 2-5", general=True, code=True, char_ngrams=(2, 5)),
+    Config("+general+code char 2-5 chat_w=20", general=True, code=True, char_ngrams=(2, 5), chat_weight=20.0),
+    Config("+general+code char 2-5 C=3", general=True, code=True, char_ngrams=(2, 5), c=3.0),
 ]}
 
 
@@ -189,20 +196,25 @@ def fit_predict(cfg: Config, an: Analyzed, train_ex: list[Example], weights: lis
 
 def run_config(cfg: Config, an: Analyzed, pub_train: list[Example], val: list[Example], gen_train: list[Example],
                chat_only: list[Example], chat_fold: list[int], k: int, labels: list[str],
-               dump: Path | None = None, general: list[Example] | None = None) -> dict[str, Any]:
-    """Cross-fitted scores of one config. With ``cfg.general`` the train_general.jsonl prompts are folded
-    in exactly like train_chat (own stratified folds, trained on at chat weight when out of fold, their
-    OOF probabilities part of the other folds' calibration); cov/leak/acc stay measured on the
-    train_chat prompts, so rows compare; ``gen_leak`` is the leakage on the OOF train_general prompts."""
+               dump: Path | None = None, general: list[Example] | None = None,
+               code: list[Example] | None = None) -> dict[str, Any]:
+    """Cross-fitted scores of one config. train_general.jsonl and train_code.jsonl get their own
+    stratified folds and are always *scored* (fold f's model scores their fold-f prompts); with
+    ``cfg.general`` / ``cfg.code`` they are also folded in exactly like train_chat (trained on at chat
+    weight when out of fold, their OOF probabilities part of the other folds' calibration); without,
+    no model or threshold sees them. cov/leak/acc stay measured on the train_chat prompts, so rows
+    compare; ``gen_leak`` is the leakage on train_general, ``code_*`` the rates on train_code, ``all_*``
+    over all three files' prompts."""
     t0 = time.perf_counter()
-    extra = list(general or []) if cfg.general else []
-    chat = chat_only + extra
-    fold = chat_fold + (chat_folds(extra, k) if extra else [])
-    n_chat = len(chat_only)
+    gen_ex, code_ex = list(general or []), list(code or [])
+    chat = chat_only + gen_ex + code_ex
+    fold = chat_fold + chat_folds(gen_ex, k) + chat_folds(code_ex, k)
+    n_chat, n_gen = len(chat_only), len(gen_ex)
+    used = np.asarray([i < n_chat or (cfg.general if i < n_chat + n_gen else cfg.code) for i in range(len(chat))])
     oof = np.zeros((len(chat), len(labels)), dtype=np.float32)
     val_probs: list[np.ndarray] = []
     for f in range(k):
-        keep = [chat[i] for i in range(len(chat)) if fold[i] != f]
+        keep = [chat[i] for i in range(len(chat)) if fold[i] != f and used[i]]
         held_idx = [i for i in range(len(chat)) if fold[i] == f]
         tr = pub_train + gen_train + keep
         w = [1.0] * len(pub_train) + [cfg.chat_weight] * (len(gen_train) + len(keep))
@@ -216,7 +228,7 @@ def run_config(cfg: Config, an: Analyzed, pub_train: list[Example], val: list[Ex
     pred = oof.argmax(axis=1)
     thr_all = []
     for f in range(k):
-        other = np.asarray([i for i in range(len(chat)) if fold[i] != f])
+        other = np.asarray([i for i in range(len(chat)) if fold[i] != f and used[i]])
         held = np.asarray([i for i in range(len(chat)) if fold[i] == f])
         probs = np.vstack([val_probs[f], oof[other]])
         true = [e.label for e in val] + [chat[i].label for i in other]
@@ -227,8 +239,16 @@ def run_config(cfg: Config, an: Analyzed, pub_train: list[Example], val: list[Ex
     from router.metrics import Routed
 
     conf = oof[np.arange(len(y)), pred]
+
+    def part(lo: int, hi: int) -> dict[str, float]:
+        return rates(Routed(pred=pred[lo:hi], conf=conf[lo:hi], slm=slm[lo:hi]), y[lo:hi], labels)
+
     gen = labels.index(GENERAL)
-    gen_leak = float(slm[n_chat:].mean()) if extra else float("nan")
+    gen_leak = float(slm[n_chat:n_chat + n_gen].mean()) if n_gen else float("nan")
+    code_part = part(n_chat + n_gen, len(chat)) if code_ex else {}
+    all_part = part(0, len(chat))
+    code_lab = labels.index("code")
+    code_rec = float((pred[n_chat + n_gen:][y[n_chat + n_gen:] == code_lab] == code_lab).mean()) if code_ex else 0.0
     oof, y, pred, conf, slm = oof[:n_chat], y[:n_chat], pred[:n_chat], conf[:n_chat], slm[:n_chat]
     acc = float((pred == y).mean())
     xfit = rates(Routed(pred=pred, conf=conf, slm=slm), y, labels)
@@ -242,6 +262,8 @@ def run_config(cfg: Config, an: Analyzed, pub_train: list[Example], val: list[Ex
     return {"config": cfg.name, "acc": acc, "cov": xfit["coverage"], "leak": xfit["leakage"],
             "mis": xfit["misroute"], "cov@2%": oracle["coverage"], "leak@2%": oracle["leakage"],
             "general_recall": recall[labels[gen]], "gen_leak": gen_leak, "recall": recall,
+            "code_cov": code_part.get("coverage", float("nan")), "code_leak": code_part.get("leakage", float("nan")),
+            "code_recall": code_rec, "all_cov": all_part["coverage"], "all_leak": all_part["leakage"],
             "seconds": time.perf_counter() - t0,
             "thresholds": thr_all}
 
@@ -306,16 +328,19 @@ def main(argv: list[str] | None = None) -> int:
     gen_train = read_labelled(TRAIN_FILE)
     chat = read_labelled(CHAT_FILE)
     general = read_labelled(GENERAL_FILE)
+    code = read_labelled(CODE_FILE)
     fold = chat_folds(chat, args.folds)
     labels = sorted({e.label for e in pool})
     an = Analyzed()
     results = []
     for name in [n for n in args.configs.split(",") if n]:
         cfg = CONFIGS[name]
-        r = run_config(cfg, an, pub_train, val, gen_train, chat, fold, args.folds, labels, args.dump, general)
+        r = run_config(cfg, an, pub_train, val, gen_train, chat, fold, args.folds, labels, args.dump, general, code)
         results.append(r)
         print(f"{r['config']:<16} acc {r['acc']:.1%}  xfit cov {r['cov']:.1%} leak {r['leak']:.1%} mis {r['mis']:.1%}"
               f"  cov@2% {r['cov@2%']:.1%} (leak {r['leak@2%']:.1%})  gen_leak {r['gen_leak']:.1%}  "
+              f"train_code: cov {r['code_cov']:.1%} leak {r['code_leak']:.1%} code recall {r['code_recall']:.0%}  "
+              f"all: cov {r['all_cov']:.1%} leak {r['all_leak']:.1%}  "
               + " ".join(f"{k[:3]} {v:.0%}" for k, v in r["recall"].items()) + f"  [{r['seconds']:.0f} s]",
               flush=True)
         if args.json:
