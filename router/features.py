@@ -100,8 +100,28 @@ class TfidfFeaturizer:
         self.max_features = max_features
         self.char_min = char_min
         self.char_max = char_max
-        self.vocab: dict[str, int] = {}
+        self._words: dict[str, int] = {}
+        """Word 1-2-gram ids, keyed without the ``"w "`` prefix ``analyze`` gives them."""
+        self._chars: dict[str, int] = {}
+        """Character n-gram ids, keyed without the ``"c"`` prefix."""
+        self._slices: dict[int, list[slice]] = {}
         self.idf: FloatArray = np.zeros(0, dtype=np.float32)
+
+    @property
+    def vocab(self) -> dict[str, int]:
+        """n-gram (as ``analyze`` spells it) -> column."""
+        out = {"w " + k: j for k, j in self._words.items()}
+        out.update(("c" + k, j) for k, j in self._chars.items())
+        return out
+
+    @vocab.setter
+    def vocab(self, vocab: dict[str, int]) -> None:
+        # Kept split by kind, without prefixes: a decision looks up the slices of the text as they are,
+        # without building a prefixed copy of each n-gram (docs/performance.md).
+        self._words = {k[2:]: j for k, j in vocab.items() if k.startswith("w ")}
+        self._chars = {k[1:]: j for k, j in vocab.items() if k.startswith("c")}
+        if len(self._words) + len(self._chars) != len(vocab):
+            raise ValueError("vocabulary has n-grams that are neither words ('w ...') nor characters ('c...')")
 
     def params(self) -> dict[str, Any]:
         return {"char_cap": self.char_cap, "min_df": self.min_df, "max_features": self.max_features,
@@ -147,19 +167,42 @@ class TfidfFeaturizer:
         return sp.csr_matrix((np.asarray(vals, dtype=np.float32), (rows, cols)),
                              shape=(len(texts), len(self.idf)))
 
+    def _ids(self, text: str) -> tuple[npt.NDArray[np.int64], int]:
+        """Column of each n-gram ``analyze(text)`` yields (-1 when unknown), and how many distinct
+        n-grams there are. Same n-grams as ``analyze``, but the character n-grams are cut by C-level
+        ``map`` over cached slices and looked up unprefixed: no Python loop runs per n-gram."""
+        text = normalize(text)
+        words = _WORD.findall(text)
+        wkeys = words + [a + " " + b for a, b in itertools.pairwise(words)]
+        s = " " + text[: self.char_cap] + " "
+        ckeys: list[str] = []
+        for k in range(self.char_min, self.char_max + 1):
+            count = len(s) - k + 1
+            if count > 0:
+                ckeys.extend(map(s.__getitem__, itertools.islice(self._slices_of(k), count)))
+        distinct = len(set(wkeys)) + len(set(ckeys))
+        never = itertools.repeat(-1)
+        found = itertools.chain(map(self._words.get, wkeys, never), map(self._chars.get, ckeys, never))
+        return np.fromiter(found, dtype=np.int64, count=len(wkeys) + len(ckeys)), distinct
+
+    def _slices_of(self, k: int) -> list[slice]:
+        cached = self._slices.get(k)
+        if cached is None:
+            cached = self._slices[k] = [slice(i, i + k) for i in range(self.char_cap + 3 - k)]
+        return cached
+
     def _sparse(self, parts: Parts) -> tuple[npt.NDArray[np.int64], FloatArray, float]:
         # Per n-gram work is one C-level dict lookup (map over dict.get); counting, weights, norms and
         # the merge of parts are NumPy operations. No Python loop runs per n-gram.
         known_ratio = 1.0
-        get, idf = self.vocab.get, self.idf
+        idf = self.idf
         idx_parts: list[npt.NDArray[np.int64]] = []
         val_parts: list[npt.NDArray[np.float64]] = []
         for n, (text, weight) in enumerate(parts):
-            grams = self.analyze(text)
-            ids = np.fromiter(map(get, grams, itertools.repeat(-1)), dtype=np.int64, count=len(grams))
+            ids, distinct = self._ids(text)
             ji, cs = np.unique(ids[ids >= 0], return_counts=True)
             if n == 0:
-                known_ratio = len(ji) / len(set(grams)) if grams else 0.0
+                known_ratio = len(ji) / distinct if distinct else 0.0
             if not len(ji):
                 continue
             v = (1.0 + np.log(cs.astype(np.float64))) * idf[ji]
@@ -184,8 +227,9 @@ class TfidfFeaturizer:
         return (idx, val), known
 
     def arrays(self) -> dict[str, np.ndarray]:
-        terms = np.empty(len(self.vocab), dtype=object)
-        for term, j in self.vocab.items():
+        vocab = self.vocab
+        terms = np.empty(len(vocab), dtype=object)
+        for term, j in vocab.items():
             terms[j] = term
         return {"vocab": terms.astype(str), "idf": self.idf}
 
@@ -198,7 +242,7 @@ class TfidfFeaturizer:
         terms = arrays["vocab"].tolist()
         f.vocab = {t: i for i, t in enumerate(terms)}
         f.idf = np.asarray(arrays["idf"], dtype=np.float32)
-        if len(f.vocab) != len(terms) or len(f.idf) != len(terms):
+        if len(f._words) + len(f._chars) != len(terms) or len(f.idf) != len(terms):
             raise ValueError("vocabulary and idf sizes differ or terms repeat")
         return f
 

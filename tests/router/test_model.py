@@ -161,3 +161,27 @@ def test_committed_demo_model_loads_and_matches_the_examples() -> None:
 def test_unknown_featurizer_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="unknown featurizer 'bert'"):
         train(["a", "b"], ["x", "y"], featurizer="bert")
+
+
+def test_fast_ngram_lookup_matches_the_training_analyzer(trained: tuple[RouterModel, Path]) -> None:
+    """A decision looks n-grams up without building ``analyze``'s prefixed strings: same columns, same
+    distinct count, for short, long (over ``char_cap``), odd-Unicode and repeated texts."""
+    featurizer = trained[0].featurizer
+    vocab = featurizer.vocab  # type: ignore[attr-defined]
+    texts = ["", "x", "ab", "select count(*) from orders group by day", "ünïcödé ☃ text", "no no no no",
+             "word " * 400 + "tail", "SELECT  *\n\tFROM t"]
+    for text in texts:
+        grams = featurizer.analyze(text)  # type: ignore[attr-defined]
+        ids, distinct = featurizer._ids(text)  # type: ignore[attr-defined]
+        assert sorted(ids.tolist()) == sorted(vocab.get(g, -1) for g in grams), text
+        assert distinct == len(set(grams)), text
+
+
+def test_decision_path_equals_scikit_learn_on_training_texts(trained: tuple[RouterModel, Path]) -> None:
+    from router.features import TfidfFeaturizer
+
+    texts, _ = read_examples([TRAIN_FILE])
+    featurizer = TfidfFeaturizer(char_min=2, char_max=5)
+    fitted = featurizer.fit_transform(texts[:120]).toarray()
+    ours = featurizer.transform(texts[:120]).toarray()
+    assert np.allclose(fitted, ours, atol=1e-5)
