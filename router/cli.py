@@ -19,6 +19,7 @@ app = typer.Typer(help="Train, evaluate and calibrate the classifier router.", n
 
 DataOpt = Annotated[list[Path], typer.Option("--data", help="JSONL {text,label} or CSV (text,label) file.")]
 ModelOpt = Annotated[Path, typer.Option("--model", help="Router model file (.npz).")]
+DEFAULT_RULE = "lagrange"  # router.calibrate.DEFAULT_RULE, repeated so --help does not import numpy (tested)
 
 
 def _fail(msg: str) -> typer.Exit:
@@ -147,24 +148,29 @@ def print_report(report: dict[str, Any]) -> None:
 def calibrate_cmd(
     model: ModelOpt,
     data: DataOpt,
-    max_leakage: Annotated[float, typer.Option(min=0.0, max=1.0, help="Leakage budget on this data.")] = 0.02,
+    max_leakage: Annotated[float, typer.Option(
+        min=0.0, max=1.0,
+        help="Total leakage budget on this data: the share of all 'general' examples sent to any SLM "
+             "(not a budget per domain).")] = 0.02,
+    rule: Annotated[str, typer.Option(
+        help="Threshold rule: lagrange, shared, total or band:D (docs/router.md).")] = DEFAULT_RULE,
     out: Annotated[Path | None, typer.Option(help="Write here instead of over --model.")] = None,
 ) -> None:
     """Pick per-domain thresholds on validation data and write them into the model."""
-    from router.metrics import calibrate
+    from router.calibrate import calibrate
 
     m = _load(model)
     probs, labels = _probs(m, data)
     try:
-        thresholds, achieved = calibrate(probs, labels, m.labels, max_leakage)
+        thresholds, achieved = calibrate(probs, labels, m.labels, max_leakage, rule)
     except ValueError as exc:
         raise _fail(str(exc)) from None
-    m.update_thresholds(thresholds, {"max_leakage": max_leakage, "examples": len(labels),
-                                     "files": [p.name for p in data],
+    m.update_thresholds(thresholds, {"max_leakage": max_leakage, "budget": "total", "rule": rule,
+                                     "examples": len(labels), "files": [p.name for p in data],
                                      **{k: round(v, 4) for k, v in achieved.items()}})
     dest = m.save(out or model)
-    typer.echo("thresholds " + ", ".join(f"{k}={v:.2f}" for k, v in thresholds.items()))
-    typer.echo(f"on this data: coverage {achieved['coverage']:.1%}, leakage {achieved['leakage']:.1%}, "
+    typer.echo(f"thresholds ({rule}) " + ", ".join(f"{k}={v:.2f}" for k, v in thresholds.items()))
+    typer.echo(f"on this data: coverage {achieved['coverage']:.1%}, leakage {achieved['leakage']:.1%} (total), "
                f"misroute {achieved['misroute']:.1%}; wrote {dest}")
 
 

@@ -2,6 +2,7 @@
 
     .venv/bin/python -m benchmarks.router [--featurizers tfidf,minilm] [--clinc-test FILE] [--json OUT]
         [--recipe chat|plain] [--chat-weight 10] [--char-ngrams 2-5] [--no-general] [--code] [--no-project]
+        [--threshold-rule lagrange|shared|total|band:D]
 
 See benchmarks/router/README.md for what is measured and how.
 """
@@ -37,10 +38,11 @@ from benchmarks.router.sources import (  # noqa: E402
     split_by_label,
 )
 from gateway.config import parse_policy  # noqa: E402
+from router.calibrate import DEFAULT_RULE, calibrate  # noqa: E402
 from router.classifier import ClassifierRouter  # noqa: E402
 from router.examples import CHAT_FILE, EVAL_FILE, GENERAL_FILE, TRAIN_FILE  # noqa: E402
 from router.features import embeddings_available  # noqa: E402
-from router.metrics import calibrate, evaluate  # noqa: E402
+from router.metrics import evaluate  # noqa: E402
 from router.model import RouterModel, train  # noqa: E402
 
 console = Console(width=180)
@@ -98,9 +100,9 @@ def run_featurizer(name: str, featurizer: str, train_set: list[Example], val: li
                    eval_sets: list[tuple[str, list[Example]]], timing: list[Example], workdir: Path, calls: int,
                    weights: dict[str, float] | None = None,
                    temperature_set: list[Example] | None = None, repeats: int = 1,
-                   featurizer_params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+                   featurizer_params: dict[str, Any] | None = None, rule: str = DEFAULT_RULE) -> list[dict[str, Any]]:
     """Train on ``train_set`` (example weight by source from ``weights``, default 1), calibrate on ``val``
-    (2% leakage budget), time decide() on ``timing`` and evaluate on every named set."""
+    (2% total leakage budget, threshold rule ``rule``), time decide() on ``timing`` and evaluate on every named set."""
     weights = weights or {}
     sw = [weights.get(e.source, 1.0) for e in train_set] if weights else None
     temp = ([e.text for e in temperature_set], [e.label for e in temperature_set]) if temperature_set else None
@@ -112,8 +114,9 @@ def run_featurizer(name: str, featurizer: str, train_set: list[Example], val: li
         train_s = time.perf_counter() - t0
     with console.status(f"[{name}] calibrating on {len(val)} validation examples"):
         probs = model.predict_proba([e.text for e in val])
-        thresholds, _ = calibrate(probs, [e.label for e in val], model.labels, MAX_LEAKAGE)
-        model.update_thresholds(thresholds, {"max_leakage": MAX_LEAKAGE, "examples": len(val)})
+        thresholds, _ = calibrate(probs, [e.label for e in val], model.labels, MAX_LEAKAGE, rule)
+        model.update_thresholds(thresholds, {"max_leakage": MAX_LEAKAGE, "budget": "total", "rule": rule,
+                                             "examples": len(val)})
     path = model.save(workdir / f"{name}.npz")
     t0 = time.perf_counter()
     model = RouterModel.load(path)
@@ -133,9 +136,9 @@ def run_featurizer(name: str, featurizer: str, train_set: list[Example], val: li
                              "misroute": q["misroute"], "p50_ms": lat["p50"], "p99_ms": lat["p99"],
                              "cpu_p50_ms": lat["cpu_p50"], "cpu_p99_ms": lat["cpu_p99"],
                              "size_mb": path.stat().st_size / 1e6, "load_s": load_s, "train_s": train_s,
-                             "calibrated": thresholds, "temperature": model.temperature,
+                             "calibrated": thresholds, "rule": rule, "temperature": model.temperature,
                              "per_class": q["per_class"], "confusion": q["confusion"], "labels": q["labels"]})
-    console.print(f"[{name}] trained in {train_s:.0f} s; temperature {model.temperature:.2f}; thresholds "
+    console.print(f"[{name}] trained in {train_s:.0f} s; temperature {model.temperature:.2f}; thresholds ({rule}) "
                   + ", ".join(f"{k}={v:.2f}" for k, v in thresholds.items()))
     return rows
 
@@ -241,6 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--code", action=argparse.BooleanOptionalAction, default=False,
                     help="also use train_code.jsonl (chat-style code prompts + support/general hard negatives) "
                          "the same way; default off")
+    ap.add_argument("--threshold-rule", default=DEFAULT_RULE,
+                    help=f"threshold rule of router.calibrate (default {DEFAULT_RULE}; docs/router.md)")
     ap.add_argument("--no-project", action="store_true",
                     help="only the public-sources rows (no train.jsonl / train_chat.jsonl)")
     ap.add_argument("--clinc-test", type=Path, help="CLINC150 test data (data_full.json or JSONL)")
@@ -289,13 +294,13 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict[str, Any]] = []
     for feat in [f for f in args.featurizers.split(",") if f]:
         rows += run_featurizer(feat, feat, train_set, val, public_sets, styled, args.workdir, args.calls,
-                               repeats=args.repeats, featurizer_params=tfidf_params)
+                               repeats=args.repeats, featurizer_params=tfidf_params, rule=args.threshold_rule)
         if not args.no_project:
             # public sources + the project's own prompts (train.jsonl and 70% of train_chat.jsonl),
             # calibrated on the public validation split plus the held-out 30% of train_chat.jsonl
             rows += run_featurizer(f"{feat}+project", feat, train_set + project, val + chat_val, project_sets,
                                    styled, args.workdir, args.calls, weights=weights, temperature_set=chat_val,
-                                   repeats=args.repeats, featurizer_params=tfidf_params)
+                                   repeats=args.repeats, featurizer_params=tfidf_params, rule=args.threshold_rule)
     print_quality(rows)
     print_recall(rows)
     clinc_rows: list[tuple[str, str, float, float]] = []

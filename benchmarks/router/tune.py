@@ -20,8 +20,9 @@ public validation split. Reported per config, over the 762 out-of-fold chat prom
 with ``general``/``code`` also train and calibrate on them (``gen_leak``, ``train_code``, ``all`` columns).
 
 eval.jsonl is never read here. The chosen recipe is evaluated once with the benchmark itself
-(``python -m benchmarks.router --char-ngrams 2-5``). ``--dump DIR`` saves the probabilities and
-``--rules DIR`` compares threshold-selection rules on them (cross-fitted the same way).
+(``python -m benchmarks.router --char-ngrams 2-5``). ``--dump DIR`` saves the probabilities (all three
+files' prompts and which ones the config calibrates on) and ``--rules DIR`` compares the threshold rules
+of ``router.calibrate`` on them (cross-fitted the way the benchmark calibrates).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ import json
 import random
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,9 +45,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from benchmarks.router.sources import CODE_FILE, Example, build, read_labelled, split  # noqa: E402
+from router.calibrate import RULES, calibrate  # noqa: E402
 from router.examples import CHAT_FILE, GENERAL_FILE, TRAIN_FILE  # noqa: E402
 from router.features import _WORD, normalize  # noqa: E402
-from router.metrics import calibrate, rates, route  # noqa: E402
+from router.metrics import rates, route  # noqa: E402
 from router.model import GENERAL, fit_temperature  # noqa: E402
 
 MAX_LEAKAGE = 0.02
@@ -249,16 +252,19 @@ def run_config(cfg: Config, an: Analyzed, pub_train: list[Example], val: list[Ex
     all_part = part(0, len(chat))
     code_lab = labels.index("code")
     code_rec = float((pred[n_chat + n_gen:][y[n_chat + n_gen:] == code_lab] == code_lab).mean()) if code_ex else 0.0
+    if dump is not None:
+        # every scored prompt (train_chat, then train_general, then train_code), which of them the config
+        # trains/calibrates on, and which file each comes from (0/1/2): what ``--rules`` cross-fits on
+        dump.mkdir(parents=True, exist_ok=True)
+        np.savez(dump / (cfg.name.replace(" ", "_").replace("/", "_") + ".npz"), oof=oof, y=y,
+                 fold=np.asarray(fold), used=used,
+                 src=np.asarray([0] * n_chat + [1] * n_gen + [2] * len(code_ex)),
+                 val=np.stack(val_probs), val_y=np.asarray([labels.index(e.label) for e in val]))
     oof, y, pred, conf, slm = oof[:n_chat], y[:n_chat], pred[:n_chat], conf[:n_chat], slm[:n_chat]
     acc = float((pred == y).mean())
     xfit = rates(Routed(pred=pred, conf=conf, slm=slm), y, labels)
     _, oracle = calibrate(oof, [e.label for e in chat_only], labels, MAX_LEAKAGE)
     recall = {lab: float((pred[y == i] == i).mean()) for i, lab in enumerate(labels)}
-    if dump is not None:
-        dump.mkdir(parents=True, exist_ok=True)
-        np.savez(dump / (cfg.name.replace(" ", "_").replace("/", "_") + ".npz"), oof=oof, y=y,
-                 fold=np.asarray(chat_fold),
-                 val=np.stack(val_probs), val_y=np.asarray([labels.index(e.label) for e in val]))
     return {"config": cfg.name, "acc": acc, "cov": xfit["coverage"], "leak": xfit["leakage"],
             "mis": xfit["misroute"], "cov@2%": oracle["coverage"], "leak@2%": oracle["leakage"],
             "general_recall": recall[labels[gen]], "gen_leak": gen_leak, "recall": recall,
@@ -268,48 +274,51 @@ def run_config(cfg: Config, an: Analyzed, pub_train: list[Example], val: list[Ex
             "thresholds": thr_all}
 
 
-THRESHOLD_RULES = ("val+chat", "chat only", "val+chat 1%", "val+chat, chat weighted", "each set <=2%")
-
-
-def rule_thresholds(rule: str, val_p: np.ndarray, val_y: np.ndarray, chat_p: np.ndarray, chat_y: np.ndarray,
-                    labels: list[str]) -> dict[str, float]:
-    """Per-domain thresholds from calibration data by one of THRESHOLD_RULES."""
-    names = [labels[i] for i in val_y] , [labels[i] for i in chat_y]
-    if rule == "val+chat":
-        return calibrate(np.vstack([val_p, chat_p]), names[0] + names[1], labels, MAX_LEAKAGE)[0]
-    if rule == "chat only":
-        return calibrate(chat_p, names[1], labels, MAX_LEAKAGE)[0]
-    if rule == "val+chat 1%":
-        return calibrate(np.vstack([val_p, chat_p]), names[0] + names[1], labels, 0.01)[0]
-    if rule == "val+chat, chat weighted":
-        # repeat the chat prompts so they weigh as much as the validation split
-        rep = max(1, round(len(val_y) / max(len(chat_y), 1)))
-        return calibrate(np.vstack([val_p] + [chat_p] * rep), names[0] + names[1] * rep, labels, MAX_LEAKAGE)[0]
-    if rule == "each set <=2%":
-        a = calibrate(val_p, names[0], labels, MAX_LEAKAGE)[0]
-        b = calibrate(chat_p, names[1], labels, MAX_LEAKAGE)[0]
-        return {k: max(a[k], b[k]) for k in a}
-    raise ValueError(rule)
-
-
-def threshold_rules(dump: Path, labels: list[str]) -> None:
-    """Cross-fitted coverage/leakage of each threshold rule on saved out-of-fold probabilities."""
+def _part(r: Any, y: np.ndarray, mask: np.ndarray, labels: list[str]) -> dict[str, float]:
     from router.metrics import Routed
 
+    return rates(Routed(pred=r.pred[mask], conf=r.conf[mask], slm=r.slm[mask]), y[mask], labels)
+
+
+def threshold_rules(dump: Path, labels: list[str], rules: Sequence[str] = RULES) -> list[dict[str, Any]]:
+    """Cross-fitted coverage/leakage of each threshold rule (``router.calibrate``) on saved out-of-fold
+    probabilities: fold f's thresholds come from the public validation split (scored by fold f's model)
+    plus the other folds' prompts the config calibrates on (the benchmark's calibration data), and are
+    applied to fold f of all three files. Columns: train_chat (as in ``run_config``), leakage on
+    train_general, and all three files pooled; ``spread`` is each domain's threshold range over folds."""
+    from router.metrics import Routed
+
+    out = []
     for path in sorted(dump.glob("*.npz")):
         d = np.load(path)
-        oof, y, fold, val, val_y = d["oof"], d["y"], d["fold"], d["val"], d["val_y"]
+        if "used" not in d.files:
+            raise SystemExit(f"{path}: dumped before train_general/train_code were saved; re-run with --dump")
+        oof, y, fold, val, val_y, used, src = (d[k] for k in ("oof", "y", "fold", "val", "val_y", "used", "src"))
         pred = oof.argmax(axis=1)
         conf = oof[np.arange(len(y)), pred]
-        for rule in THRESHOLD_RULES:
+        val_true = [labels[i] for i in val_y]
+        for rule in rules:
             slm = np.zeros(len(y), dtype=bool)
+            thr_folds = []
             for f in range(int(fold.max()) + 1):
-                held, other = fold == f, fold != f
-                thr = rule_thresholds(rule, val[f], val_y, oof[other], y[other], labels)
+                held, other = fold == f, (fold != f) & used
+                thr, _ = calibrate(np.vstack([val[f], oof[other]]), val_true + [labels[i] for i in y[other]],
+                                   labels, MAX_LEAKAGE, rule)
+                thr_folds.append(thr)
                 slm[held] = route(oof[held], labels, thr).slm
-            r = rates(Routed(pred=pred, conf=conf, slm=slm), y, labels)
-            print(f"{path.stem:<16} {rule:<24} cov {r['coverage']:.1%} leak {r['leakage']:.1%} "
-                  f"mis {r['misroute']:.1%}")
+            routed = Routed(pred=pred, conf=conf, slm=slm)
+            chat, all_ = _part(routed, y, src == 0, labels), _part(routed, y, np.ones(len(y), dtype=bool), labels)
+            gen_leak = _part(routed, y, src == 1, labels)["leakage"] if (src == 1).any() else float("nan")
+            spread = {k: (min(t[k] for t in thr_folds), max(t[k] for t in thr_folds)) for k in thr_folds[0]}
+            row = {"dump": path.stem, "rule": rule, "cov": chat["coverage"], "leak": chat["leakage"],
+                   "mis": chat["misroute"], "gen_leak": gen_leak, "all_cov": all_["coverage"],
+                   "all_leak": all_["leakage"], "all_mis": all_["misroute"], "spread": spread}
+            out.append(row)
+            print(f"{path.stem:<34} {rule:<10} chat cov {row['cov']:.1%} leak {row['leak']:.1%} mis {row['mis']:.1%}"
+                  f" | gen_leak {gen_leak:.1%} | all cov {row['all_cov']:.1%} leak {row['all_leak']:.1%}"
+                  f" mis {row['all_mis']:.1%} | "
+                  + " ".join(f"{k} {lo:.2f}-{hi:.2f}" for k, (lo, hi) in spread.items()), flush=True)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -319,9 +328,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--dump", type=Path, help="save each config's out-of-fold and validation probabilities here")
     ap.add_argument("--rules", type=Path, help="only compare threshold rules on the probabilities in this dump")
+    ap.add_argument("--rule-names", default=",".join(RULES), help="rules for --rules (router.calibrate.RULES)")
     args = ap.parse_args(argv)
     if args.rules:
-        threshold_rules(args.rules, ["code", "general", "math", "sql", "support"])
+        rows = threshold_rules(args.rules, ["code", "general", "math", "sql", "support"],
+                               [r for r in args.rule_names.split(",") if r])
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=1))
         return 0
     pool = build(recipe="chat")
     pub_train, val, _held_back = split(pool, (0.7, 0.1, 0.2))
