@@ -13,30 +13,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
-
-from gateway.ledger.schema import UtcDateTime
-
 if TYPE_CHECKING:
+    import sqlalchemy as sa
     from sqlalchemy.ext.asyncio import AsyncEngine
 
 KEY_PREFIX = "sk-slmgw-"
-metadata = sa.MetaData()
-
-api_keys = sa.Table(
-    "slmgw_api_keys",
-    metadata,
-    sa.Column("key_id", sa.String(32), primary_key=True),
-    sa.Column("key_hash", sa.String(64), nullable=False, unique=True),
-    sa.Column("prefix", sa.String(24), nullable=False),
-    sa.Column("tenant", sa.String(128), nullable=False),
-    sa.Column("name", sa.String(128)),
-    sa.Column("budget_usd", sa.Float()),
-    sa.Column("rpm", sa.Integer()),
-    sa.Column("tpm", sa.Integer()),
-    sa.Column("created_at", UtcDateTime(), nullable=False),
-    sa.Column("revoked_at", UtcDateTime()),
-)
+# The table (SQLAlchemy) is in gateway.keys.table, imported by the queries below at their first use: the
+# gateway imports this module for hash_key/StoredKey and must not load SQLAlchemy when no key store is on.
 
 
 def hash_key(key: str) -> str:
@@ -66,6 +49,8 @@ def new_key() -> tuple[str, str, str]:
 async def create(engine: AsyncEngine, tenant: str, *, name: str | None = None, budget_usd: float | None = None,
                  rpm: int | None = None, tpm: int | None = None) -> tuple[str, StoredKey]:
     """Store a new key; returns the key itself (shown once, never stored) and its row."""
+    from gateway.keys.table import api_keys
+
     key, digest, key_id = new_key()
     row = StoredKey(key_id=key_id, tenant=tenant, prefix=key[: len(KEY_PREFIX) + 4], name=name,
                     budget_usd=budget_usd, rpm=rpm, tpm=tpm, created_at=datetime.now(UTC))
@@ -85,6 +70,10 @@ def _row(r: sa.Row[tuple[object, ...]]) -> StoredKey:
 
 async def list_keys(engine: AsyncEngine, *, tenant: str | None = None,
                     include_revoked: bool = False) -> list[StoredKey]:
+    import sqlalchemy as sa
+
+    from gateway.keys.table import api_keys
+
     q = sa.select(api_keys).order_by(api_keys.c.created_at)
     if tenant is not None:
         q = q.where(api_keys.c.tenant == tenant)
@@ -96,6 +85,8 @@ async def list_keys(engine: AsyncEngine, *, tenant: str | None = None,
 
 async def revoke(engine: AsyncEngine, key_id: str) -> bool:
     """Mark a key revoked (the row stays for the audit trail). False if no active key has this id."""
+    from gateway.keys.table import api_keys
+
     async with engine.begin() as conn:
         res = await conn.execute(api_keys.update()
                                  .where(api_keys.c.key_id == key_id, api_keys.c.revoked_at.is_(None))
@@ -105,6 +96,10 @@ async def revoke(engine: AsyncEngine, key_id: str) -> bool:
 
 async def load_active(engine: AsyncEngine) -> dict[str, StoredKey]:
     """Every active key by its hash (what the gateway holds in memory)."""
+    import sqlalchemy as sa
+
+    from gateway.keys.table import api_keys
+
     q = sa.select(api_keys).where(api_keys.c.revoked_at.is_(None))
     async with engine.connect() as conn:
         return {r._mapping["key_hash"]: _row(r) for r in (await conn.execute(q)).fetchall()}

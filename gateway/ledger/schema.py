@@ -1,7 +1,8 @@
 """The ledger table: one row per finished request (SQLAlchemy Core, portable SQLite/PostgreSQL).
 
 The schema itself is created and evolved only by the alembic migrations in ``migrations/``; this module
-is the code's view of the latest revision.
+is the code's view of the latest revision, for reports and migrations. The serving path writes rows
+without SQLAlchemy, from the same table described as plain data in ``gateway.ledger.columns``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
+
+from gateway.ledger.columns import TABLE, clean
+
+__all__ = ["UtcDateTime", "clean", "metadata", "requests", "to_db"]
 
 metadata = sa.MetaData()
 
@@ -34,7 +39,7 @@ class UtcDateTime(sa.types.TypeDecorator[datetime]):
 
 
 requests = sa.Table(
-    "slmgw_requests",
+    TABLE,
     metadata,
     sa.Column("id", sa.String(32), primary_key=True, comment="event id; makes replays idempotent"),
     sa.Column("request_id", sa.String(128), nullable=False, index=True),
@@ -66,19 +71,6 @@ requests = sa.Table(
     sa.Column("prompt_text", sa.Text()),
     sa.Column("extra", sa.JSON()),
 )
-
-_LIMITS = {c.name: c.type.length for c in requests.columns
-           if isinstance(c.type, sa.String) and c.type.length}
-
-
-def clean(value: Any, column: str) -> Any:
-    """Fit a string to its column (PostgreSQL rejects over-long strings and NUL bytes; one bad row
-    must not block a whole batch)."""
-    if not isinstance(value, str):
-        return value
-    value = value.replace("\x00", "")
-    limit = _LIMITS.get(column)
-    return value[:limit] if limit else value
 
 
 def to_db(row: dict[str, Any]) -> dict[str, Any]:

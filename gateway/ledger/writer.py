@@ -7,6 +7,11 @@ rows wait in memory (up to ``buffer_max``), then a second task spills them to JS
 the process stopped first. ``close()`` writes everything, or spills what it cannot write: no row is
 dropped. Rows carry an event id (primary key, inserted with ON CONFLICT DO NOTHING), so retrying a
 batch whose commit outcome is unknown never duplicates it.
+
+Rows are written with the raw driver (``gateway.ledger.sink``: sqlite3 or asyncpg), and the schema
+revision is read with it too: only when it is not ``HEAD_REVISION`` does a child process run the
+alembic migrations (``gateway.ledger.migrate``). A serving worker never imports SQLAlchemy or alembic;
+``Ledger.engine`` (an SQLAlchemy engine for reports) is created at its first use.
 """
 
 from __future__ import annotations
@@ -17,17 +22,21 @@ import logging
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from gateway.costs import Cost, CostModel
 from gateway.ids import new_id
-from gateway.ledger.schema import clean, requests, to_db
+from gateway.ledger.columns import HEAD_REVISION, clean
+from gateway.ledger.migrate import MigrationFailed, run_migration
+from gateway.ledger.sink import RowRejected
 from gateway.ledger.spill import SpillDir
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from gateway.config import LedgerConfig, Policy
+    from gateway.ledger.sink import Sink
     from gateway.metrics import Metrics
     from gateway.records import RequestRecord
 
@@ -58,13 +67,16 @@ class LedgerHealth:
 
 class Ledger:
     def __init__(self, config: LedgerConfig, costs: CostModel, *, url: str, spill_dir: str,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, base_dir: str | Path = ".") -> None:
         self.config = config
         self.costs = costs
         self.url = url
+        """The ledger URL as configured (a relative SQLite file is resolved against ``base_dir``)."""
+        self.base_dir = base_dir
         self.metrics = metrics
         self.spill = SpillDir(spill_dir)
-        self.engine: AsyncEngine | None = None
+        self.sink: Sink | None = None
+        self._engine: AsyncEngine | None = None
         self._buf: deque[dict[str, Any]] = deque()
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
@@ -81,26 +93,28 @@ class Ledger:
     def from_policy(cls, policy: Policy, *, metrics: Metrics | None = None,
                     costs: CostModel | None = None) -> Ledger:
         """Build from the policy (raises ``CostConfigError`` for an unpriced baseline)."""
-        from gateway.ledger.store import normalize_url
-
-        return cls(policy.ledger, costs or CostModel.from_policy(policy),
-                   url=normalize_url(policy.ledger.url, policy.base_dir),
-                   spill_dir=str(policy.resolve_path(policy.ledger.spill_dir)), metrics=metrics)
+        return cls(policy.ledger, costs or CostModel.from_policy(policy), url=policy.ledger.url,
+                   base_dir=policy.base_dir, spill_dir=str(policy.resolve_path(policy.ledger.spill_dir)),
+                   metrics=metrics)
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Open the store, apply migrations and start the writer. A store that is down at start is not
-        fatal: rows are buffered/spilled and the schema is migrated once it answers."""
-        from gateway.ledger.store import create_engine
+        fatal: rows are buffered/spilled and the schema is migrated once it answers. Raises
+        ``ValueError`` for a URL that is neither SQLite nor PostgreSQL."""
+        from gateway.ledger.dsn import parse_store_url
+        from gateway.ledger.sink import open_sink
 
-        self.engine = create_engine(self.url, connect_timeout_s=min(self.config.write_timeout_s, 5.0))
+        self.sink = open_sink(parse_store_url(self.url, self.base_dir), connect_timeout_s=self._connect_timeout_s)
         self.spill.recover_stale()
         self._spilled = await asyncio.to_thread(self.spill.count_rows)
         try:
             async with self._lock:
                 await asyncio.wait_for(self._ensure_schema(), self.config.write_timeout_s * 3)
             self._state = "up"
+        except MigrationFailed as exc:
+            self._fail(exc, "ledger schema migration failed at start; buffering")
         except Exception as exc:
             self._fail(exc, "ledger store unreachable at start; buffering")
         self._tasks = [asyncio.create_task(self._write_loop(), name="ledger-writer"),
@@ -133,10 +147,31 @@ class Ledger:
         except Exception as exc:
             log.warning("ledger: %d rows spilled at close (%s)", len(self._buf), exc)
             self._spill_now()
-        if self.engine is not None:
+        if self.sink is not None:
             with contextlib.suppress(Exception):
-                await self.engine.dispose()
+                await self.sink.close()
+        if self._engine is not None:
+            with contextlib.suppress(Exception):
+                await self._engine.dispose()
+            self._engine = None
         self._state = "closed"
+
+    @property
+    def engine(self) -> AsyncEngine | None:
+        """An SQLAlchemy engine on the ledger's database for readers (reports, ``/admin/report``),
+        created at first use; None before ``start`` and after ``close``. The writer does not use it."""
+        if self.sink is None or self._state == "closed":
+            return None
+        if self._engine is None:
+            from gateway.ledger.store import create_engine, normalize_url
+
+            self._engine = create_engine(normalize_url(self.url, self.base_dir),
+                                         connect_timeout_s=self._connect_timeout_s)
+        return self._engine
+
+    @property
+    def _connect_timeout_s(self) -> float:
+        return min(self.config.write_timeout_s, 5.0)
 
     def health(self) -> dict[str, Any]:
         """JSON-safe state for /health/ready (``ok`` is False while the store is unreachable; the
@@ -260,16 +295,21 @@ class Ledger:
     async def _ensure_schema(self) -> None:
         if self._schema_ready:
             return
-        from gateway.ledger.store import migrate
-
-        assert self.engine is not None
-        await migrate(self.engine)
+        assert self.sink is not None
+        found = await asyncio.wait_for(self.sink.revision(), self.config.write_timeout_s)
+        if found != {HEAD_REVISION}:
+            # Once per database (and release): alembic runs in a child process, not in this worker.
+            log.info("ledger: schema at %s, migrating to %s", sorted(found) if found else "nothing", HEAD_REVISION)
+            await run_migration(self.url, self.base_dir, timeout_s=max(self.config.write_timeout_s * 3, 60.0))
+            found = await asyncio.wait_for(self.sink.revision(), self.config.write_timeout_s)
+            if found != {HEAD_REVISION}:
+                raise MigrationFailed(f"schema is at {sorted(found or ())} after migrating, expected {HEAD_REVISION}")
         self._schema_ready = True
 
     async def _drain(self) -> None:
-        if self.engine is None:
+        if self.sink is None:
             raise RuntimeError("ledger not started")
-        await asyncio.wait_for(self._ensure_schema(), self.config.write_timeout_s)
+        await self._ensure_schema()
         for path in self.spill.pending():
             claimed = self.spill.claim(path)
             if claimed is None:
@@ -291,38 +331,19 @@ class Ledger:
         self._state = "up"
 
     async def _insert(self, rows: list[dict[str, Any]]) -> None:
-        from sqlalchemy.exc import DBAPIError
-
-        assert self.engine is not None
+        assert self.sink is not None
+        sink = self.sink
         try:
-            await asyncio.wait_for(self._execute([to_db(r) for r in rows]), self.config.write_timeout_s)
-        except DBAPIError as exc:
-            if not _row_error(exc):
-                raise
+            values = [sink.values(r) for r in rows]
+            await asyncio.wait_for(sink.insert(values), self.config.write_timeout_s)
+        except RowRejected as exc:
             # A row the store refuses (not an outage): write the others, park the bad one apart.
-            log.error("ledger: batch rejected (%s); writing rows one by one", exc.orig)
+            log.error("ledger: batch rejected (%s); writing rows one by one", exc)
             for row in rows:
                 try:
-                    await asyncio.wait_for(self._execute([to_db(row)]), self.config.write_timeout_s)
-                except DBAPIError as one:
-                    if not _row_error(one):
-                        raise
+                    await asyncio.wait_for(sink.insert([sink.values(row)]), self.config.write_timeout_s)
+                except RowRejected as one:
                     self._reject(row, one)
-
-    async def _execute(self, rows: list[dict[str, Any]]) -> None:
-        assert self.engine is not None
-        if self.engine.dialect.name == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-            stmt: Any = pg_insert(requests).on_conflict_do_nothing(index_elements=["id"])
-        elif self.engine.dialect.name == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-            stmt = sqlite_insert(requests).on_conflict_do_nothing(index_elements=["id"])
-        else:  # pragma: no cover - other dialects: plain insert
-            stmt = requests.insert()
-        async with self.engine.begin() as conn:
-            await conn.execute(stmt, rows)
 
     def _reject(self, row: dict[str, Any], exc: Exception) -> None:
         log.error("ledger: row %s rejected by the store: %s", row.get("id"), exc)
@@ -331,13 +352,3 @@ class Ledger:
             dead.write([row])
         except Exception:
             log.exception("ledger: LOST row %s", row.get("id"))
-
-
-def _row_error(exc: Exception) -> bool:
-    """Errors caused by a row's content. Everything else (connection refused, shutdown, timeouts,
-    a missing table) is treated as the store being unavailable: rows are kept and retried."""
-    from sqlalchemy.exc import DataError, IntegrityError
-
-    return isinstance(exc, DataError | IntegrityError) and not getattr(exc, "connection_invalidated", False)
-
-
