@@ -1,14 +1,16 @@
 """Client for SLMs served by vLLM's OpenAI-compatible API.
 
-One pooled aiohttp session for all SLM traffic: on this hot path aiohttp handles several times the
-request rate of httpx's default pool at the same concurrency (see docs/performance.md and DESIGN.md).
-Every failure (refused, timeout, any non-2xx) surfaces as ``UpstreamError`` with a short ``reason``,
-so the dispatcher can escalate to the LLM before anything reached the client.
+Completions and streams go through ``serving.http1``, a small pooled HTTP/1.1 client that costs about
+half of aiohttp's CPU per request on this hot path (docs/performance.md); the health polls and
+``/tokenize`` use one pooled aiohttp session. Every failure (refused, timeout, any non-2xx) surfaces as
+``UpstreamError`` with a short ``reason``, so the dispatcher can escalate to the LLM before anything
+reached the client.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +19,7 @@ import orjson
 
 from gateway.config import SlmBackend
 from gateway.errors import UpstreamError, UpstreamTimeout
+from serving.http1 import Http1Client, HttpError, Response
 
 
 @dataclass(slots=True)
@@ -31,9 +34,11 @@ class SlmClient:
     def __init__(self, limit: int = 512) -> None:
         self._limit = limit
         self._session: aiohttp.ClientSession | None = None
+        self.http = Http1Client(max_idle=limit)
 
     @property
     def session(self) -> aiohttp.ClientSession:
+        """aiohttp session for health polls and ``/tokenize``."""
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300, keepalive_timeout=30)
             self._session = aiohttp.ClientSession(connector=connector, json_serialize=None,  # type: ignore[arg-type]
@@ -41,6 +46,7 @@ class SlmClient:
         return self._session
 
     async def close(self) -> None:
+        self.http.close()
         if self._session is not None:
             await self._session.close()
 
@@ -51,24 +57,33 @@ class SlmClient:
             headers["authorization"] = f"Bearer {backend.api_key}"
         return headers
 
-    @staticmethod
-    def _timeout(backend: SlmBackend) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(total=backend.timeout_s, connect=backend.connect_timeout_s)
+    async def _open(self, backend: SlmBackend, base_url: str, path: str, body: bytes) -> Response:
+        """POST and wait for the response headers; a non-2xx answer raises UpstreamError."""
+        try:
+            resp = await self.http.request(base_url + path, body, self._headers(backend),
+                                           connect_s=backend.connect_timeout_s, read_s=backend.timeout_s)
+            encoding = resp.header(b"content-encoding")
+            if encoding not in (None, b"identity"):
+                resp.release()
+                raise UpstreamError(f"SLM at {base_url} sent an encoded body ({encoding.decode('latin-1')})",
+                                    reason="slm_bad_response")
+            if resp.status >= 300:
+                raise _status_error(resp.status, await resp.read(), base_url + path)
+        except TimeoutError:
+            raise UpstreamTimeout(f"SLM at {base_url} timed out", reason="slm_timeout") from None
+        except HttpError as exc:
+            raise UpstreamError(f"SLM at {base_url} unreachable: {exc}", reason="slm_unreachable") from None
+        return resp
 
     async def post(self, backend: SlmBackend, base_url: str, path: str, body: bytes) -> bytes:
         """POST a JSON body and return the 2xx response body; anything else raises UpstreamError."""
-        url = base_url + path
+        resp = await self._open(backend, base_url, path, body)
         try:
-            async with self.session.post(url, data=body, headers=self._headers(backend),
-                                         timeout=self._timeout(backend)) as resp:
-                data = await resp.read()
-                if resp.status >= 300:
-                    raise _status_error(resp.status, data, url)
-                return data
+            return await resp.read()
         except TimeoutError:
             raise UpstreamTimeout(f"SLM at {base_url} timed out", reason="slm_timeout") from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"SLM at {base_url} unreachable: {type(exc).__name__}",
+        except HttpError as exc:
+            raise UpstreamError(f"SLM at {base_url} broke off its answer: {exc}",
                                 reason="slm_unreachable") from None
 
     async def tokenize(self, backend: SlmBackend, root: str, payload: dict[str, Any],
@@ -88,36 +103,22 @@ class SlmClient:
         return count if isinstance(count, int) else None
 
     async def stream(self, backend: SlmBackend, base_url: str, path: str, body: bytes) -> SlmStream:
-        """Open a streaming POST; raises UpstreamError unless the upstream answered 2xx."""
-        url = base_url + path
-        try:
-            cm = self.session.post(url, data=body, headers=self._headers(backend),
-                                   timeout=self._timeout(backend))
-            resp = await cm.__aenter__()
-        except TimeoutError:
-            raise UpstreamTimeout(f"SLM at {base_url} timed out", reason="slm_timeout") from None
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"SLM at {base_url} unreachable: {type(exc).__name__}",
-                                reason="slm_unreachable") from None
-        if resp.status >= 300:
-            data = await resp.read()
-            resp.release()
-            raise _status_error(resp.status, data, url)
+        """Open a streaming POST; raises UpstreamError unless the upstream answered 2xx. The read
+        timeout applies to each gap between events, not to the whole stream."""
+        resp = await self._open(backend, base_url, path, body)
 
         async def events() -> AsyncIterator[bytes]:
             try:
-                async for line in resp.content:
-                    if not line.startswith(b"data:"):
-                        continue
-                    payload = line[5:].strip()
-                    if payload == b"[DONE]":
-                        return
-                    if payload:
+                async with contextlib.aclosing(sse_data(resp.iter_chunks())) as payloads:
+                    async for payload in payloads:
+                        if payload == b"[DONE]":
+                            await resp.finish(0.5)  # the end of the chunked body follows: keep the connection
+                            return
                         yield payload
             except TimeoutError:
                 raise UpstreamTimeout("SLM stream timed out", reason="slm_timeout") from None
-            except aiohttp.ClientError as exc:
-                raise UpstreamError(f"SLM stream broke: {type(exc).__name__}", reason="slm_stream_error") from None
+            except HttpError as exc:
+                raise UpstreamError(f"SLM stream broke: {exc}", reason="slm_stream_error") from None
             finally:
                 resp.release()
 
@@ -125,6 +126,23 @@ class SlmClient:
             resp.release()
 
         return SlmStream(events(), close)
+
+
+async def sse_data(chunks: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
+    """The non-empty ``data:`` payloads of a server-sent event stream, however its bytes are split."""
+    rest = b""
+    async for chunk in chunks:
+        rest += chunk
+        if b"\n" not in chunk:
+            continue
+        *lines, rest = rest.split(b"\n")
+        for line in lines:
+            if line.startswith(b"data:"):
+                payload = line[5:].strip()
+                if payload:
+                    yield payload
+    if rest.startswith(b"data:") and rest[5:].strip():
+        yield rest[5:].strip()
 
 
 def _status_error(status: int, data: bytes, url: str) -> UpstreamError:

@@ -1,0 +1,230 @@
+"""serving.http1 against raw TCP servers that answer exactly as scripted: keep-alive reuse, chunked
+bodies split at every byte, a server that drops an idle connection, refusals, timeouts, back-pressure."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+
+from serving.http1 import Http1Client, HttpError
+from serving.slm import sse_data
+
+Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length"))
+    return head, await reader.readexactly(length)
+
+
+class Server:
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.connections = 0
+        self.requests: list[tuple[bytes, bytes]] = []
+        self.server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> Server:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.connections += 1
+            try:
+                await self.script(reader, writer)
+            except (asyncio.IncompleteReadError, ConnectionError):
+                pass
+            finally:
+                writer.close()
+
+        self.server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}/v1/chat/completions"
+
+
+def keep_alive_json(server_box: list[Server]) -> Script:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            head, body = await read_request(reader)
+            server_box[0].requests.append((head, body))
+            answer = b'{"echo": ' + body + b"}"
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                         + str(len(answer)).encode() + b"\r\n\r\n" + answer)
+            await writer.drain()
+    return script
+
+
+async def test_post_reuses_one_kept_alive_connection_and_sends_the_body_as_given() -> None:
+    box: list[Server] = []
+    async with Server(keep_alive_json(box)) as server:
+        box.append(server)
+        client = Http1Client()
+        for i in range(5):
+            resp = await client.request(server.url, b'{"n": %d}' % i, {"content-type": "application/json"})
+            assert resp.status == 200
+            assert await resp.read() == b'{"echo": {"n": %d}}' % i
+        client.close()
+    assert server.connections == 1
+    head, body = server.requests[0]
+    assert head.startswith(b"POST /v1/chat/completions HTTP/1.1\r\n")
+    assert b"\r\ncontent-type: application/json\r\n" in head and b"\r\nContent-Length: 8\r\n" in head
+    assert body == b'{"n": 0}'
+
+
+async def test_chunked_stream_split_at_every_byte_yields_every_event() -> None:
+    events = [b'data: {"i": %d}\n\n' % i for i in range(3)] + [b"data: [DONE]\n\n"]
+    wire = b"".join(b"%x\r\n%s\r\n" % (len(e), e) for e in events) + b"0\r\n\r\n"
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n")
+        for i in range(len(wire)):  # one byte per packet: every boundary is somewhere in the middle
+            writer.write(wire[i:i + 1])
+            await writer.drain()
+        await reader.read()  # keep the connection open
+
+    async with Server(script) as server:
+        client = Http1Client()
+        resp = await client.request(server.url, b"{}")
+        got = [p async for p in sse_data(resp.iter_chunks())]
+        assert got == [b'{"i": 0}', b'{"i": 1}', b'{"i": 2}', b"[DONE]"]
+        assert sum(len(q) for q in client._idle.values()) == 1, "a complete chunked response keeps the connection"
+        client.close()
+
+
+async def test_a_kept_connection_the_server_drops_as_it_is_reused_is_retried_on_a_fresh_one() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+        await read_request(reader)
+        # the next request on this connection: closed unanswered (a keep-alive timeout racing the reuse)
+
+    async with Server(script) as server:
+        client = Http1Client(idle_s=60)
+        first = await client.request(server.url, b"{}")
+        assert await first.read() == b"ok"
+        second = await client.request(server.url, b"{}")
+        assert second.status == 200 and await second.read() == b"ok"
+        client.close()
+    assert server.connections == 2
+
+
+async def test_connections_closed_while_idle_are_not_reused() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+
+    async with Server(script) as server:
+        client = Http1Client(idle_s=60)
+        assert await (await client.request(server.url, b"{}")).read() == b"ok"
+        await asyncio.sleep(0.05)  # the server's close arrives while the connection sits in the pool
+        assert await (await client.request(server.url, b"{}")).read() == b"ok"
+        client.close()
+    assert server.connections == 2
+
+
+async def test_connection_close_answers_are_not_reused() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 2\r\n\r\nok")
+        await writer.drain()
+        await reader.read()
+
+    async with Server(script) as server:
+        client = Http1Client()
+        for _ in range(2):
+            assert await (await client.request(server.url, b"{}")).read() == b"ok"
+        client.close()
+    assert server.connections == 2
+
+
+async def test_refused_connection_is_an_http_error() -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(HttpError, match="cannot connect"):
+        await Http1Client().request(f"http://127.0.0.1:{port}/v1/x", b"{}", connect_s=1)
+
+
+async def test_silent_server_times_out_on_headers_and_on_a_stalled_stream() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        await asyncio.sleep(5)
+
+    async with Server(silent) as server:
+        with pytest.raises(TimeoutError):
+            await Http1Client().request(server.url, b"{}", read_s=0.2)
+
+    async def stalls(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n")
+        await writer.drain()
+        await asyncio.sleep(5)
+
+    async with Server(stalls) as server:
+        resp = await Http1Client().request(server.url, b"{}", read_s=0.3)
+        pieces: list[bytes] = []
+        with pytest.raises(TimeoutError):
+            async for piece in resp.iter_chunks():
+                pieces.append(piece)
+        assert pieces == [b"hello"]
+
+
+async def test_server_that_breaks_off_mid_body_is_an_http_error() -> None:
+    async def breaks(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part")
+        await writer.drain()
+
+    async with Server(breaks) as server:
+        resp = await Http1Client().request(server.url, b"{}")
+        with pytest.raises(HttpError, match="closed before the response ended"):
+            await resp.read()
+
+
+async def test_garbage_is_an_http_error() -> None:
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"SMTP ready\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    async with Server(garbage) as server:
+        with pytest.raises(HttpError, match="bad HTTP response"):
+            await Http1Client().request(server.url, b"{}")
+
+
+async def test_a_large_body_arrives_whole_through_back_pressure() -> None:
+    big = bytes(range(256)) * (3 * 4096)  # 3 MiB: past the 1 MiB read pause
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(big))
+        writer.write(big)
+        await writer.drain()
+        await reader.read()
+
+    async with Server(script) as server:
+        resp = await Http1Client().request(server.url, b"{}")
+        assert await resp.read() == big
+
+
+async def test_sse_parser_handles_crlf_comments_and_a_missing_final_newline() -> None:
+    async def pieces() -> AsyncIterator[bytes]:
+        for p in [b": keep-alive\r\n\r\ndata: {\"a\"", b": 1}\r\n\r\nevent: x\ndata:", b" [DONE]"]:
+            yield p
+
+    assert [p async for p in sse_data(pieces())] == [b'{"a": 1}', b"[DONE]"]
