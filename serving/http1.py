@@ -6,9 +6,9 @@ read the answer. This client writes the request in one ``transport.write`` and p
 httptools (the C parser uvicorn uses; chunked transfer decoding included), at about a third of the cost
 (docs/performance.md). Health polls and ``/tokenize`` stay on aiohttp.
 
-Timeouts: ``connect_s`` for opening a connection; ``read_s`` until the response headers arrive and,
-for streams, between two pieces of the body (a stream may run longer than ``read_s`` in all, as long as
-it keeps moving); non-streamed answers must complete within ``read_s``.
+Timeouts: ``connect_s`` for opening a connection; ``read_s`` from sending the request to the end of a
+response read with ``read()``, and for streams read with ``iter_chunks()`` between two pieces of the
+body (a stream may run longer than ``read_s`` in all, as long as it keeps moving).
 
 Keep-alive: a connection goes back to the pool only after a complete response the server lets us keep;
 idle connections older than ``idle_s`` are closed rather than reused (vLLM's server drops idle
@@ -64,6 +64,7 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.idle_since = 0.0
+        self.timer: asyncio.TimerHandle | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -135,8 +136,20 @@ class _Connection(asyncio.Protocol):
 
     def close(self) -> None:
         self.closed = True
+        self.arm(None)
         if self.transport is not None:
             self.transport.close()
+
+    def arm(self, timeout_s: float | None) -> None:
+        """(Re)start the read deadline: when it passes, the exchange fails with TimeoutError and the
+        connection is closed. One timer handle per wait, cheaper than an ``asyncio.timeout`` scope."""
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_later(timeout_s, self._expire) if timeout_s is not None else None
+
+    def _expire(self) -> None:
+        self.timer = None
+        self._fail(TimeoutError("no response from the server in time"))
 
     def take_body(self) -> bytes:
         data = b"".join(self.body) if len(self.body) != 1 else self.body[0]
@@ -147,14 +160,14 @@ class _Connection(asyncio.Protocol):
             self.paused = False
         return data
 
-    async def more(self, timeout_s: float | None) -> None:
-        """Wait until more body arrives, the response completes or the connection fails."""
+    async def more(self) -> None:
+        """Wait until more body arrives, the response completes or the connection fails (the read
+        deadline, see ``arm``, fails it)."""
         if self.body or self.complete or self.error is not None:
             return
         self.waiter = self.loop.create_future()
         try:
-            async with asyncio.timeout(timeout_s):
-                await self.waiter
+            await self.waiter
         finally:
             self.waiter = None
 
@@ -181,16 +194,15 @@ class Response:
     async def read(self) -> bytes:
         conn = self._conn
         chunks: list[bytes] = []
-        try:
-            async with asyncio.timeout(self._read_s):
-                while True:
-                    await conn.more(None)
-                    if conn.body:
-                        chunks.append(conn.take_body())
-                    if conn.error is not None:
-                        raise conn.error
-                    if conn.complete:
-                        return b"".join(chunks)
+        try:  # the deadline armed when the request was sent covers the whole answer
+            while True:
+                await conn.more()
+                if conn.body:
+                    chunks.append(conn.take_body())
+                if conn.error is not None:
+                    raise conn.error
+                if conn.complete:
+                    return b"".join(chunks)
         finally:
             self.release()
 
@@ -198,8 +210,12 @@ class Response:
         """Body pieces as they arrive (chunked encoding already removed)."""
         conn = self._conn
         try:
+            conn.arm(None)
             while True:
-                await conn.more(self._read_s)
+                if not (conn.body or conn.complete or conn.error):
+                    conn.arm(self._read_s)  # a stream may take long in all, but must keep moving;
+                    await conn.more()
+                    conn.arm(None)  # while the reader is busy with a piece, nothing is timed
                 if conn.body:
                     yield conn.take_body()
                     continue
@@ -214,13 +230,10 @@ class Response:
         """Skip what is left of the body (for a stream whose last event was read) so the connection
         can be kept; give up after ``timeout_s``."""
         conn = self._conn
-        try:
-            async with asyncio.timeout(timeout_s):
-                while not conn.complete and conn.error is None:
-                    await conn.more(None)
-                    conn.take_body()
-        except (TimeoutError, HttpError):
-            pass
+        conn.arm(timeout_s)
+        while not conn.complete and conn.error is None:
+            await conn.more()
+            conn.take_body()
         self.release()
 
     def release(self) -> None:
@@ -228,6 +241,7 @@ class Response:
         if self._released:
             return
         self._released = True
+        self._conn.arm(None)
         if self._conn.reusable():
             self._client._put(self._origin, self._conn)
         else:
@@ -240,11 +254,17 @@ class Http1Client:
         self._max_idle = max_idle
         self._idle_s = idle_s
         self._ssl: ssl.SSLContext | None = None
+        self._urls: dict[str, tuple[Origin, str]] = {}
 
     async def request(self, url: str, body: bytes, headers: dict[str, str] | None = None, *,
                       connect_s: float = 5.0, read_s: float = 30.0) -> Response:
         """POST ``body`` and wait for the response headers."""
-        origin, target = split_url(url)
+        parsed = self._urls.get(url)
+        if parsed is None:
+            parsed = split_url(url)
+            if len(self._urls) < 1024:
+                self._urls[url] = parsed
+        origin, target = parsed
         head = [b"POST ", target.encode("ascii"), b" HTTP/1.1\r\nHost: ", origin.host_header,
                 b"\r\nContent-Length: ", str(len(body)).encode("ascii"), b"\r\n"]
         for name, value in (headers or {}).items():
@@ -266,9 +286,9 @@ class Http1Client:
         assert conn.transport is not None
         conn._reset()
         try:
+            conn.arm(read_s)
             conn.transport.write(data)
-            async with asyncio.timeout(read_s):
-                await conn.headers_done
+            await conn.headers_done
         except BaseException:
             conn.close()
             raise

@@ -228,3 +228,22 @@ async def test_sse_parser_handles_crlf_comments_and_a_missing_final_newline() ->
             yield p
 
     assert [p async for p in sse_data(pieces())] == [b'{"a": 1}', b"[DONE]"]
+
+
+async def test_a_slow_reader_is_not_timed_out_only_a_silent_server_is() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n1\r\na\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.1)
+        writer.write(b"1\r\nb\r\n0\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    async with Server(script) as server:
+        resp = await Http1Client().request(server.url, b"{}", read_s=0.3)
+        pieces: list[bytes] = []
+        async for piece in resp.iter_chunks():
+            pieces.append(piece)
+            await asyncio.sleep(0.5)  # the consumer (a slow client downstream) takes longer than read_s
+        assert pieces == [b"a", b"b"]
