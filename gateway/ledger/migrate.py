@@ -1,7 +1,7 @@
 """Ledger schema migrations in a short-lived child process, so a serving worker never loads alembic.
 
 The worker reads the schema revision with its raw driver (``Sink.revision``) and runs this module only
-when it differs from ``HEAD_REVISION``: ``python -m gateway.ledger.migrate`` reads ``{"url": ...,
+when it differs from ``HEAD_REVISION``: ``python -m gateway.ledger`` (``main`` below) reads ``{"url": ...,
 "base_dir": ...}`` as JSON on stdin (the URL may hold a password: never on the command line) and
 upgrades to head with alembic (``gateway.ledger.store.migrate``, PostgreSQL advisory lock included).
 Exit status 0 means the schema is at head; otherwise the reason is on stderr.
@@ -24,7 +24,7 @@ async def run_migration(url: str, base_dir: str | Path, *, timeout_s: float) -> 
     """Upgrade the ledger schema to head in a child process; raises ``MigrationFailed`` (or
     ``TimeoutError``, after killing the child)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway.ledger.migrate", stdin=asyncio.subprocess.PIPE,
+        sys.executable, "-m", "gateway.ledger", stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     request = json.dumps({"url": url, "base_dir": str(base_dir)}).encode()
     try:
@@ -60,6 +60,3 @@ def main() -> int:
         return 1
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,4 +1,8 @@
-"""Engine creation and schema migrations for the ledger store (SQLite file or PostgreSQL)."""
+"""SQLAlchemy engines and alembic migrations for the ledger store (SQLite file or PostgreSQL).
+
+Used by reports, the CLI, the key store and the migration child process (``gateway.ledger.migrate``);
+the serving path writes with the raw drivers in ``gateway.ledger.sink`` and does not import this.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,10 @@ import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-VERSION_TABLE = "slmgw_ledger_version"
-"""Alembic's version table for the ledger (its own name, so the database can host other schemas)."""
+from gateway.ledger.columns import VERSION_TABLE
+
+__all__ = ["VERSION_TABLE", "create_engine", "current_revision", "downgrade", "head_revision", "insert_rows",
+           "migrate", "normalize_url"]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _PG_LOCK_KEY = 0x534C4D4757  # "SLMGW": replicas starting together migrate one at a time
@@ -99,3 +105,20 @@ def head_revision() -> str | None:
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
     return ScriptDirectory.from_config(cfg).get_current_head()
+
+
+async def insert_rows(engine: AsyncEngine, rows: list[dict[str, Any]]) -> None:
+    """Insert buffered rows with SQLAlchemy (``INSERT ... ON CONFLICT (id) DO NOTHING``): the statement
+    the writer used before ``gateway.ledger.sink``, kept as the reference the sinks are compared with
+    (tests/gateway/test_ledger_sink.py) and measured against (benchmarks/ledger)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    from gateway.ledger.schema import requests, to_db
+
+    stmt: Any
+    if engine.dialect.name == "postgresql":
+        stmt = postgresql.insert(requests).on_conflict_do_nothing(index_elements=["id"])
+    else:
+        stmt = sqlite.insert(requests).on_conflict_do_nothing(index_elements=["id"])
+    async with engine.begin() as conn:
+        await conn.execute(stmt, [to_db(r) for r in rows])

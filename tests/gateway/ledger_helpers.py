@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import itertools
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from gateway.config import Policy, parse_policy
@@ -76,3 +82,50 @@ def sample_records() -> list[RequestRecord]:
             latency_ms=600, cache="miss"),
         rec(ts=DAY1 - 4 * 86_400, route="llm", backend="big", model="openai/gpt-4o", latency_ms=9999),
     ]
+
+
+# -- PostgreSQL (127.0.0.1:5432): a fresh database per test ------------------------------------------------
+
+PG = os.environ.get("SLMGW_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
+
+
+async def pg_admin(sql: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(f"{PG}/test", timeout=5)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+async def wait_for_pg(within_s: float) -> None:
+    import asyncpg
+
+    deadline = time.monotonic() + within_s
+    while True:
+        try:
+            conn = await asyncpg.connect(f"{PG}/test", timeout=2)
+            await conn.close()
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.3)
+
+
+@contextlib.asynccontextmanager
+async def pg_database() -> AsyncIterator[str]:
+    """The URL of a new, empty database, dropped afterwards (skips the test without a PostgreSQL)."""
+    import pytest
+
+    name = f"slmgw_ledger_{uuid.uuid4().hex[:10]}"
+    try:
+        await pg_admin(f'CREATE DATABASE "{name}"')
+    except (OSError, ConnectionError) as exc:
+        pytest.skip(f"PostgreSQL at {PG} is not reachable: {exc}")
+    try:
+        yield f"{PG}/{name}"
+    finally:
+        await wait_for_pg(60)
+        await pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

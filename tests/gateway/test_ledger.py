@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import sqlalchemy as sa
 
 from gateway.costs import CostModel
 from gateway.ledger import Ledger
+from gateway.ledger.dsn import parse_store_url
 from gateway.ledger.spill import SpillDir
 from gateway.ledger.store import (
     create_engine,
@@ -36,17 +39,21 @@ def make_ledger(tmp_path: Path, **ledger: Any) -> Ledger:
     return Ledger.from_policy(p, costs=CostModel.from_policy(p, PRICES))
 
 
+def _db(ledger: Ledger) -> sqlite3.Connection:
+    """The ledger's SQLite file, read with the stdlib driver (neither the writer's code nor SQLAlchemy)."""
+    conn = sqlite3.connect(parse_store_url(ledger.url, ledger.base_dir).path)
+    conn.row_factory = sqlite3.Row
+    return conn
+
+
 async def rows(ledger: Ledger, where: str = "") -> list[dict[str, Any]]:
-    assert ledger.engine is not None
-    async with ledger.engine.connect() as conn:
-        res = await conn.execute(sa.text(f"SELECT * FROM slmgw_requests {where} ORDER BY request_id"))
-        return [dict(r) for r in res.mappings()]
+    with contextlib.closing(_db(ledger)) as conn:
+        return [dict(r) for r in conn.execute(f"SELECT * FROM slmgw_requests {where} ORDER BY request_id")]
 
 
 async def count(ledger: Ledger) -> int:
-    assert ledger.engine is not None
-    async with ledger.engine.connect() as conn:
-        return int((await conn.execute(sa.text("SELECT count(*) FROM slmgw_requests"))).scalar_one())
+    with contextlib.closing(_db(ledger)) as conn:
+        return int(conn.execute("SELECT count(*) FROM slmgw_requests").fetchone()[0])
 
 
 async def test_rows_are_written_in_batches_with_costs(tmp_path: Path) -> None:

@@ -12,8 +12,6 @@ import glob
 import os
 import shutil
 import subprocess
-import time
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -23,57 +21,24 @@ import sqlalchemy as sa
 
 from gateway.costs import CostModel
 from gateway.ledger import Ledger
+from gateway.ledger.columns import HEAD_REVISION
 from gateway.ledger.store import create_engine, current_revision, head_revision, migrate, normalize_url
 
 try:
-    from tests.gateway.ledger_helpers import PRICES, policy, rec
+    from tests.gateway.ledger_helpers import PRICES, pg_database, policy, rec, wait_for_pg
 except ImportError:  # tests/gateway is not a package: pytest puts this directory on sys.path
-    from ledger_helpers import PRICES, policy, rec  # type: ignore[no-redef]
-
-PG = os.environ.get("SLMGW_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
-
-
-async def _admin(sql: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(f"{PG}/test", timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
+    from ledger_helpers import PRICES, pg_database, policy, rec, wait_for_pg  # type: ignore[no-redef]
 
 @pytest.fixture
 async def pg_url() -> AsyncIterator[str]:
-    name = f"slmgw_ledger_{uuid.uuid4().hex[:10]}"
-    try:
-        await _admin(f'CREATE DATABASE "{name}"')
-    except (OSError, ConnectionError) as exc:
-        pytest.skip(f"PostgreSQL at {PG} is not reachable: {exc}")
-    yield f"{PG}/{name}"
-    await _wait_for_pg(60)
-    await _admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    async with pg_database() as url:
+        yield url
 
 
 def _cluster(action: str) -> None:
     versions = sorted(os.listdir("/etc/postgresql"))
     subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main", action],
                    check=True, capture_output=True, timeout=120)
-
-
-async def _wait_for_pg(within_s: float) -> None:
-    import asyncpg
-
-    deadline = time.monotonic() + within_s
-    while True:
-        try:
-            conn = await asyncpg.connect(f"{PG}/test", timeout=2)
-            await conn.close()
-            return
-        except Exception:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.3)
 
 
 def make_ledger(url: str, tmp_path: Path, **ledger: Any) -> Ledger:
@@ -97,8 +62,11 @@ async def test_pg_migrations_and_roundtrip(pg_url: str, tmp_path: Path) -> None:
     ledger = make_ledger(pg_url, tmp_path)
     await ledger.start()
     try:
+        assert ledger.sink is not None and ledger.sink.dialect == "postgresql"
+        assert await ledger.sink.revision() == {HEAD_REVISION}
+        # Reports get an SQLAlchemy engine on the same database; alembic agrees about the revision.
         assert ledger.engine is not None and ledger.engine.dialect.name == "postgresql"
-        assert await current_revision(ledger.engine) == head_revision()
+        assert await current_revision(ledger.engine) == head_revision() == HEAD_REVISION
         await migrate(ledger.engine)  # idempotent
         ledger.record(rec(request_id="pg-1", ts=1_750_000_123.5, reason="x" * 2000))
         await ledger.flush()
@@ -147,7 +115,7 @@ async def test_nothing_lost_when_pg_stops_under_load(pg_url: str, tmp_path: Path
                 stopped = False
         assert saw_down, "the ledger never noticed the outage"
         assert saw_spill, "rows never spilled to disk during the outage"
-        await _wait_for_pg(60)
+        await wait_for_pg(60)
         for _ in range(60):
             try:
                 await ledger.flush(within_s=20)

@@ -1,0 +1,5 @@
+import sys
+
+from benchmarks.ledger.run import main
+
+sys.exit(main())
