@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import orjson
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
+from gateway.asgi import EventStreamResponse
 from gateway.cache import CacheEntry, EntryMeta, ResponseCache, StreamRecorder, entry_from_completion
 from gateway.errors import GatewayError, ModelNotFound, NoBackendAvailable
 from gateway.records import RequestRecord
@@ -122,8 +123,8 @@ class Pipeline:
         if answer.chunks is not None:
             keep = cache.recorder(plan, _entry_meta(answer, decision)) \
                 if cache is not None and plan is not None else None
-            return StreamingResponse(self._sse(ctx, rec, body, answer, keep), media_type="text/event-stream",
-                                     headers={**headers, "cache-control": "no-cache"})
+            return EventStreamResponse(self._sse(ctx, rec, body, answer, keep), media_type="text/event-stream",
+                                       headers={**headers, "cache-control": "no-cache"})
         assert answer.body is not None
         usage = answer.body.get("usage") or {}
         rec.prompt_tokens = int(usage.get("prompt_tokens") or 0)
@@ -160,22 +161,33 @@ class Pipeline:
         wants_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
         first = True
         try:
-            async for chunk in answer.chunks:
+            async for batch in answer.chunks:
                 if first:
                     rec.ttft_ms = (time.perf_counter() - ctx.t0) * 1000
                     first = False
-                usage = chunk.get("usage")
-                if usage:
-                    rec.prompt_tokens = int(usage.get("prompt_tokens") or 0)
-                    rec.completion_tokens = int(usage.get("completion_tokens") or 0)
-                if keep is not None:  # CACHE: the chunk as the upstream sent it (usage included)
-                    keep.add(chunk)
-                if not wants_usage:
-                    if "usage" in chunk:
-                        if not chunk.get("choices"):
-                            continue  # the usage-only chunk the gateway asked for on its own account
-                        del chunk["usage"]
-                yield b"data: " + _json(chunk) + b"\n\n"
+                out: list[bytes] = []  # the events that arrived together leave in one write
+                for event in batch:
+                    raw = event.raw
+                    if raw is not None and b'"usage"' not in raw:  # nothing to read or edit: as received
+                        if keep is not None:  # CACHE: the chunk as the upstream sent it
+                            keep.add(event.data())
+                        out.append(b"data: " + raw + b"\n\n")
+                        continue
+                    chunk = event.data()
+                    usage = chunk.get("usage")
+                    if usage:
+                        rec.prompt_tokens = int(usage.get("prompt_tokens") or 0)
+                        rec.completion_tokens = int(usage.get("completion_tokens") or 0)
+                    if keep is not None:  # CACHE: the chunk as the upstream sent it (usage included)
+                        keep.add(chunk)
+                    if not wants_usage:
+                        if "usage" in chunk:
+                            if not chunk.get("choices"):
+                                continue  # the usage-only chunk the gateway asked for on its own account
+                            del chunk["usage"]
+                    out.append(b"data: " + _json(chunk) + b"\n\n")
+                if out:
+                    yield b"".join(out)
             if keep is not None:
                 keep.finish()  # CACHE: only a stream that ended without an error is stored
             yield b"data: [DONE]\n\n"

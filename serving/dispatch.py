@@ -46,8 +46,23 @@ class Target:
 
 
 @dataclass(slots=True)
+class Event:
+    """One stream event: the upstream's own JSON bytes (``raw``, passed on unchanged when nothing in
+    them needs editing) and/or the parsed object (``obj``, made on first use)."""
+
+    raw: bytes | None = None
+    obj: dict[str, Any] | None = None
+
+    def data(self) -> dict[str, Any]:
+        if self.obj is None:
+            self.obj = _parse_event(self.raw or b"")
+        return self.obj
+
+
+@dataclass(slots=True)
 class Answer:
-    """What a backend returned. Exactly one of ``body`` (non-stream) and ``chunks`` (stream) is set."""
+    """What a backend returned. Exactly one of ``body`` (non-stream) and ``chunks`` (stream) is set;
+    ``chunks`` yields batches of events that arrived together."""
 
     route: Literal["slm", "llm"]
     backend: str
@@ -56,7 +71,7 @@ class Answer:
     body: dict[str, Any] | None = None
     raw: bytes | None = None
     """The upstream's own bytes for ``body`` when they can be passed on unchanged."""
-    chunks: AsyncIterator[dict[str, Any]] | None = None
+    chunks: AsyncIterator[list[Event]] | None = None
     upstream_ms: float = 0.0
 
 
@@ -197,40 +212,58 @@ class Dispatcher:
             opts = {**(body.get("stream_options") or {}), "include_usage": True}
             payload = {**body, "stream_options": opts}
             chunks = await self.llm.stream(name, backend, payload, chat=kind == "chat")
-            return Answer("llm", name, backend.model, chunks=await _prefetch(chunks))
+            return Answer("llm", name, backend.model, chunks=await _prefetch(_one_by_one(chunks)))
         call = self.llm.chat if kind == "chat" else self.llm.completion
         return Answer("llm", name, backend.model, body=await call(name, backend, body))
 
 
-async def _parse_events(events: AsyncIterator[bytes]) -> AsyncIterator[dict[str, Any]]:
-    async for payload in events:
-        try:
-            obj = orjson.loads(payload)
-        except orjson.JSONDecodeError:
-            raise UpstreamError("SLM sent an unreadable stream event", reason="slm_bad_response") from None
-        if isinstance(obj, dict) and "error" in obj and "choices" not in obj:
-            err = obj["error"]
-            message = err.get("message") if isinstance(err, dict) else str(err)
-            raise UpstreamError(f"SLM stream error: {message}", reason="slm_stream_error")
-        yield obj
-
-
-async def _prefetch(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[dict[str, Any]]:
-    """Pull the first chunk now (so its failure can still escalate) and return an equivalent stream."""
+def _parse_event(payload: bytes) -> dict[str, Any]:
     try:
-        first = await chunks.__anext__()
+        obj = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        raise UpstreamError("SLM sent an unreadable stream event", reason="slm_bad_response") from None
+    if not isinstance(obj, dict):
+        raise UpstreamError("SLM sent a stream event that is not an object", reason="slm_bad_response")
+    if "error" in obj and "choices" not in obj:
+        err = obj["error"]
+        message = err.get("message") if isinstance(err, dict) else str(err)
+        raise UpstreamError(f"SLM stream error: {message}", reason="slm_stream_error")
+    return obj
+
+
+async def _parse_events(batches: AsyncIterator[list[bytes]]) -> AsyncIterator[list[Event]]:
+    """Events of an SLM stream. The first batch is parsed now (a bad start can still escalate), and any
+    event that mentions an error; the rest stay bytes until someone needs them as objects."""
+    first = True
+    async for batch in batches:
+        if first:
+            yield [Event(payload, _parse_event(payload)) for payload in batch]
+            first = False
+            continue
+        yield [Event(payload, _parse_event(payload) if b'"error"' in payload else None) for payload in batch]
+
+
+async def _one_by_one(chunks: AsyncIterator[dict[str, Any]]) -> AsyncIterator[list[Event]]:
+    async for chunk in chunks:
+        yield [Event(obj=chunk)]
+
+
+async def _prefetch(batches: AsyncIterator[list[Event]]) -> AsyncIterator[list[Event]]:
+    """Pull the first batch now (so its failure can still escalate) and return an equivalent stream."""
+    try:
+        first = await batches.__anext__()
     except StopAsyncIteration:
         raise UpstreamError("upstream stream ended before its first event", reason="empty_stream") from None
 
-    async def rest() -> AsyncIterator[dict[str, Any]]:
+    async def rest() -> AsyncIterator[list[Event]]:
         yield first
-        async for chunk in chunks:
-            yield chunk
+        async for batch in batches:
+            yield batch
 
     return rest()
 
 
-async def _release_at_end(chunks: AsyncIterator[dict[str, Any]], rep: Replica) -> AsyncIterator[dict[str, Any]]:
+async def _release_at_end(chunks: AsyncIterator[list[Event]], rep: Replica) -> AsyncIterator[list[Event]]:
     """Keep the replica's outstanding count up while the stream is being read."""
     try:
         async for chunk in chunks:

@@ -24,9 +24,10 @@ from serving.http1 import Http1Client, HttpError, Response
 
 @dataclass(slots=True)
 class SlmStream:
-    """An open SSE stream: ``events`` yields each ``data:`` payload (bytes) up to, not including, [DONE]."""
+    """An open SSE stream: ``events`` yields the ``data:`` payloads (bytes) up to, not including, [DONE],
+    in batches: the events that arrived together, so they can be passed on in one write."""
 
-    events: AsyncIterator[bytes]
+    events: AsyncIterator[list[bytes]]
     close: Any
 
 
@@ -107,14 +108,16 @@ class SlmClient:
         timeout applies to each gap between events, not to the whole stream."""
         resp = await self._open(backend, base_url, path, body)
 
-        async def events() -> AsyncIterator[bytes]:
+        async def events() -> AsyncIterator[list[bytes]]:
             try:
-                async with contextlib.aclosing(sse_data(resp.iter_chunks())) as payloads:
-                    async for payload in payloads:
-                        if payload == b"[DONE]":
+                async with contextlib.aclosing(sse_batches(resp.iter_chunks())) as batches:
+                    async for batch in batches:
+                        if b"[DONE]" in batch:
+                            if done := batch[:batch.index(b"[DONE]")]:
+                                yield done
                             await resp.finish(0.5)  # the end of the chunked body follows: keep the connection
                             return
-                        yield payload
+                        yield batch
             except TimeoutError:
                 raise UpstreamTimeout("SLM stream timed out", reason="slm_timeout") from None
             except HttpError as exc:
@@ -128,21 +131,20 @@ class SlmClient:
         return SlmStream(events(), close)
 
 
-async def sse_data(chunks: AsyncIterator[bytes]) -> AsyncGenerator[bytes, None]:
-    """The non-empty ``data:`` payloads of a server-sent event stream, however its bytes are split."""
+async def sse_batches(chunks: AsyncIterator[bytes]) -> AsyncGenerator[list[bytes], None]:
+    """The non-empty ``data:`` payloads of a server-sent event stream, however its bytes are split: for
+    each piece received, the payloads completed by it (pieces that complete none yield nothing)."""
     rest = b""
     async for chunk in chunks:
         rest += chunk
         if b"\n" not in chunk:
             continue
         *lines, rest = rest.split(b"\n")
-        for line in lines:
-            if line.startswith(b"data:"):
-                payload = line[5:].strip()
-                if payload:
-                    yield payload
+        batch = [payload for line in lines if line.startswith(b"data:") and (payload := line[5:].strip())]
+        if batch:
+            yield batch
     if rest.startswith(b"data:") and rest[5:].strip():
-        yield rest[5:].strip()
+        yield [rest[5:].strip()]
 
 
 def _status_error(status: int, data: bytes, url: str) -> UpstreamError:
@@ -156,5 +158,3 @@ def _status_error(status: int, data: bytes, url: str) -> UpstreamError:
         # serve: both are reasons to let the LLM answer, not the client's error.
         reason = f"slm_rejected_{status}"
     return UpstreamError(f"SLM returned HTTP {status}: {detail}", reason=reason)
-
-

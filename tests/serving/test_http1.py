@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from serving.http1 import Http1Client, HttpError
-from serving.slm import sse_data
+from serving.slm import sse_batches
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -97,7 +97,7 @@ async def test_chunked_stream_split_at_every_byte_yields_every_event() -> None:
     async with Server(script) as server:
         client = Http1Client()
         resp = await client.request(server.url, b"{}")
-        got = [p async for p in sse_data(resp.iter_chunks())]
+        got = [p async for batch in sse_batches(resp.iter_chunks()) for p in batch]
         assert got == [b'{"i": 0}', b'{"i": 1}', b'{"i": 2}', b"[DONE]"]
         assert sum(len(q) for q in client._idle.values()) == 1, "a complete chunked response keeps the connection"
         client.close()
@@ -227,7 +227,16 @@ async def test_sse_parser_handles_crlf_comments_and_a_missing_final_newline() ->
         for p in [b": keep-alive\r\n\r\ndata: {\"a\"", b": 1}\r\n\r\nevent: x\ndata:", b" [DONE]"]:
             yield p
 
-    assert [p async for p in sse_data(pieces())] == [b'{"a": 1}', b"[DONE]"]
+    assert [b async for b in sse_batches(pieces())] == [[b'{"a": 1}'], [b"[DONE]"]]
+
+
+async def test_sse_batches_group_the_events_that_arrive_together() -> None:
+    async def pieces() -> AsyncIterator[bytes]:
+        yield b"data: 1\n\ndata: 2\n\nda"
+        yield b"ta: 3\n"
+        yield b"\ndata: 4\n\ndata: [DONE]\n\n"
+
+    assert [b async for b in sse_batches(pieces())] == [[b"1", b"2"], [b"3"], [b"4", b"[DONE]"]]
 
 
 async def test_a_slow_reader_is_not_timed_out_only_a_silent_server_is() -> None:
