@@ -19,7 +19,7 @@ app = typer.Typer(help="Train, evaluate and calibrate the classifier router.", n
 
 DataOpt = Annotated[list[Path], typer.Option("--data", help="JSONL {text,label} or CSV (text,label) file.")]
 ModelOpt = Annotated[Path, typer.Option("--model", help="Router model file (.npz).")]
-DEFAULT_RULE = "lagrange"  # router.calibrate.DEFAULT_RULE, repeated so --help does not import numpy (tested)
+DEFAULT_RULE = "bag:total"  # router.calibrate.DEFAULT_RULE, repeated so --help does not import numpy (tested)
 
 
 def _fail(msg: str) -> typer.Exit:

@@ -1,7 +1,7 @@
 """Router benchmark: routing quality and speed per featurizer, and the CLINC150 protocol.
 
     .venv/bin/python -m benchmarks.router [--featurizers tfidf,minilm] [--clinc-test FILE] [--json OUT]
-        [--recipe chat|plain] [--chat-weight 10] [--char-ngrams 2-5] [--no-general] [--code] [--no-project]
+        [--recipe chat|plain] [--chat-weight 20] [--char-ngrams 2-5] [--no-general] [--no-code] [--no-project]
         [--threshold-rule lagrange|shared|total|band:D]
 
 See benchmarks/router/README.md for what is measured and how.
@@ -234,16 +234,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--featurizers", default=default_feats, help=f"comma-separated (default {default_feats})")
     ap.add_argument("--recipe", choices=RECIPES, default="chat",
                     help="public-source recipe: chat (artefacts removed, default) or plain (as before)")
-    ap.add_argument("--chat-weight", type=float, default=10.0,
-                    help="example weight of the project-written prompts in the +project rows (default 10)")
+    ap.add_argument("--chat-weight", type=float, default=20.0,
+                    help="example weight of the project-written prompts in the +project rows (default 20)")
     ap.add_argument("--char-ngrams", default="2-5",
                     help="tfidf character n-gram range (default 2-5, picked on validation; docs/router.md)")
     ap.add_argument("--general", action=argparse.BooleanOptionalAction, default=True,
                     help="also use train_general.jsonl like train_chat.jsonl (70%% trains at the chat weight, "
                          "30%% joins calibration and the chat held-out row); default on, --no-general for the old")
-    ap.add_argument("--code", action=argparse.BooleanOptionalAction, default=False,
+    ap.add_argument("--code", action=argparse.BooleanOptionalAction, default=True,
                     help="also use train_code.jsonl (chat-style code prompts + support/general hard negatives) "
-                         "the same way; default off")
+                         "the same way; default on, --no-code for the previous recipe")
     ap.add_argument("--threshold-rule", default=DEFAULT_RULE,
                     help=f"threshold rule of router.calibrate (default {DEFAULT_RULE}; docs/router.md)")
     ap.add_argument("--no-project", action="store_true",

@@ -200,7 +200,7 @@ def fit_predict(cfg: Config, an: Analyzed, train_ex: list[Example], weights: lis
 def run_config(cfg: Config, an: Analyzed, pub_train: list[Example], val: list[Example], gen_train: list[Example],
                chat_only: list[Example], chat_fold: list[int], k: int, labels: list[str],
                dump: Path | None = None, general: list[Example] | None = None,
-               code: list[Example] | None = None) -> dict[str, Any]:
+               code: list[Example] | None = None, rule: str = "lagrange") -> dict[str, Any]:
     """Cross-fitted scores of one config. train_general.jsonl and train_code.jsonl get their own
     stratified folds and are always *scored* (fold f's model scores their fold-f prompts); with
     ``cfg.general`` / ``cfg.code`` they are also folded in exactly like train_chat (trained on at chat
@@ -235,7 +235,7 @@ def run_config(cfg: Config, an: Analyzed, pub_train: list[Example], val: list[Ex
         held = np.asarray([i for i in range(len(chat)) if fold[i] == f])
         probs = np.vstack([val_probs[f], oof[other]])
         true = [e.label for e in val] + [chat[i].label for i in other]
-        thr, _ = calibrate(probs, true, labels, MAX_LEAKAGE)
+        thr, _ = calibrate(probs, true, labels, MAX_LEAKAGE, rule)
         thr_all.append(thr)
         r = route(oof[held], labels, thr)
         slm[held] = r.slm
@@ -263,7 +263,7 @@ def run_config(cfg: Config, an: Analyzed, pub_train: list[Example], val: list[Ex
     oof, y, pred, conf, slm = oof[:n_chat], y[:n_chat], pred[:n_chat], conf[:n_chat], slm[:n_chat]
     acc = float((pred == y).mean())
     xfit = rates(Routed(pred=pred, conf=conf, slm=slm), y, labels)
-    _, oracle = calibrate(oof, [e.label for e in chat_only], labels, MAX_LEAKAGE)
+    _, oracle = calibrate(oof, [e.label for e in chat_only], labels, MAX_LEAKAGE, "lagrange")
     recall = {lab: float((pred[y == i] == i).mean()) for i, lab in enumerate(labels)}
     return {"config": cfg.name, "acc": acc, "cov": xfit["coverage"], "leak": xfit["leakage"],
             "mis": xfit["misroute"], "cov@2%": oracle["coverage"], "leak@2%": oracle["leakage"],
@@ -328,6 +328,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path)
     ap.add_argument("--dump", type=Path, help="save each config's out-of-fold and validation probabilities here")
     ap.add_argument("--rules", type=Path, help="only compare threshold rules on the probabilities in this dump")
+    ap.add_argument("--xfit-rule", default="lagrange",
+                    help="threshold rule of the cov/leak columns (default lagrange, the rule of the documented "
+                         "recipe tables; the benchmark's default is router.calibrate.DEFAULT_RULE)")
     ap.add_argument("--rule-names", default=",".join(RULES), help="rules for --rules (router.calibrate.RULES)")
     args = ap.parse_args(argv)
     if args.rules:
@@ -348,7 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for name in [n for n in args.configs.split(",") if n]:
         cfg = CONFIGS[name]
-        r = run_config(cfg, an, pub_train, val, gen_train, chat, fold, args.folds, labels, args.dump, general, code)
+        r = run_config(cfg, an, pub_train, val, gen_train, chat, fold, args.folds, labels, args.dump, general, code,
+                       args.xfit_rule)
         results.append(r)
         print(f"{r['config']:<16} acc {r['acc']:.1%}  xfit cov {r['cov']:.1%} leak {r['leak']:.1%} mis {r['mis']:.1%}"
               f"  cov@2% {r['cov@2%']:.1%} (leak {r['leak@2%']:.1%})  gen_leak {r['gen_leak']:.1%}  "

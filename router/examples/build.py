@@ -3,9 +3,10 @@
     python -m router.examples.build            # writes train.jsonl, eval.jsonl, demo-router.npz
 
 The demo router is trained on ``train.jsonl`` plus ``train_chat.jsonl`` (762 chat-style prompts written
-by hand, not generated here) and ``train_general.jsonl`` (319 chat-style general prompts, by hand). Its
-per-domain thresholds are calibrated on out-of-fold probabilities of the hand-written prompts (5 folds,
-2% leakage budget) before the final model is fitted on everything.
+by hand, not generated here), ``train_general.jsonl`` (319 chat-style general prompts, by hand) and
+``train_code.jsonl`` (320 chat-style code prompts and hard negatives, by hand). Its per-domain thresholds
+are calibrated on out-of-fold probabilities of the hand-written prompts (5 folds, 2% total leakage
+budget, threshold rule ``bag:total``) before the final model is fitted on everything.
 
 Every template and slot value below was written for this project. Two disjoint sets of templates:
 ``TRAIN`` is plain and instruction-like (the demo router's training data); ``EVAL`` is written the way
@@ -459,10 +460,11 @@ def build(train_per_label: int = 80, eval_per_label: int = 110, seed: int = 7) -
     return train, ev
 
 
-CHAT_WEIGHT = 10.0  # the chat prompts count this much more than the plain generated ones
+CHAT_WEIGHT = 20.0  # the chat prompts count this much more than the plain generated ones (picked on validation)
 MAX_LEAKAGE = 0.02
 FOLDS = 5
 CHAR_NGRAMS = {"char_min": 2, "char_max": 5}  # picked on validation (docs/router.md, "Recipe search")
+THRESHOLD_RULE = "bag:total"  # picked on validation (docs/router.md, "Threshold rules")
 
 
 def demo_model(train_rows: list[tuple[str, str]], chat_rows: list[tuple[str, str]], seed: int = 0) -> Any:
@@ -470,7 +472,7 @@ def demo_model(train_rows: list[tuple[str, str]], chat_rows: list[tuple[str, str
     of the chat prompts (each fold's model never saw the prompts it scores)."""
     import numpy as np
 
-    from router.metrics import calibrate
+    from router.calibrate import calibrate
     from router.model import train as train_model
 
     rows = train_rows + chat_rows
@@ -495,29 +497,32 @@ def demo_model(train_rows: list[tuple[str, str]], chat_rows: list[tuple[str, str
                         featurizer_params=CHAR_NGRAMS)
         assert m.labels == labels
         oof[held] = m.predict_proba([chat_rows[i][0] for i in held])
-    thresholds, achieved = calibrate(oof, [lab for _, lab in chat_rows], labels, MAX_LEAKAGE)
+    thresholds, achieved = calibrate(oof, [lab for _, lab in chat_rows], labels, MAX_LEAKAGE, THRESHOLD_RULE)
     model = train_model([t for t, _ in rows], [lab for _, lab in rows], featurizer="tfidf", sample_weight=weights,
                         seed=seed, featurizer_params=CHAR_NGRAMS)
-    model.update_thresholds(thresholds, {"max_leakage": MAX_LEAKAGE, "examples": len(chat_rows),
-                                         "data": f"train_chat.jsonl + train_general.jsonl, {FOLDS}-fold "
-                                                 "out-of-fold probabilities",
+    model.update_thresholds(thresholds, {"max_leakage": MAX_LEAKAGE, "budget": "total", "rule": THRESHOLD_RULE,
+                                         "examples": len(chat_rows),
+                                         "data": f"train_chat.jsonl + train_general.jsonl + train_code.jsonl, "
+                                                 f"{FOLDS}-fold out-of-fold probabilities",
                                          "achieved": {k: round(v, 4) for k, v in achieved.items()}})
     return model
 
 
 def main() -> None:
     from router.data import read_examples, write_jsonl
-    from router.examples import CHAT_FILE, DEMO_MODEL, EVAL_FILE, GENERAL_FILE, TRAIN_FILE
+    from router.examples import CHAT_FILE, DEMO_MODEL, EVAL_FILE, EXAMPLES_DIR, GENERAL_FILE, TRAIN_FILE
+
+    code_file = EXAMPLES_DIR / "train_code.jsonl"
 
     tr, ev = build()
     write_jsonl(TRAIN_FILE, [t for t, _ in tr], [lab for _, lab in tr])
     write_jsonl(EVAL_FILE, [t for t, _ in ev], [lab for _, lab in ev])
-    # train_general.jsonl (chat-style general prompts) joins train_chat.jsonl: same weight, same folds
-    chat_texts, chat_labels = read_examples([CHAT_FILE, GENERAL_FILE])
+    # train_general.jsonl and train_code.jsonl join train_chat.jsonl: same weight, same folds
+    chat_texts, chat_labels = read_examples([CHAT_FILE, GENERAL_FILE, code_file])
     model = demo_model(tr, list(zip(chat_texts, chat_labels, strict=True)))
     model.manifest["training"]["source"] = ("router/examples/train.jsonl (python -m router.examples.build) + "
-                                            "router/examples/train_chat.jsonl + train_general.jsonl "
-                                            f"(weight {CHAT_WEIGHT:g})")
+                                            "router/examples/train_chat.jsonl + train_general.jsonl + "
+                                            f"train_code.jsonl (weight {CHAT_WEIGHT:g})")
     model.save(DEMO_MODEL)
     size = Path(DEMO_MODEL).stat().st_size
     print(f"{TRAIN_FILE}: {len(tr)}  {EVAL_FILE}: {len(ev)}  {DEMO_MODEL}: {size} B; thresholds "

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.router.sources import CODE_FILE
 from router.base import build_router
 from router.data import read_examples
 from router.examples import CHAT_FILE, DEMO_MODEL, GENERAL_FILE, TRAIN_FILE
@@ -150,7 +151,7 @@ def test_build_router_reports_missing_model(tmp_path: Path) -> None:
 
 def test_committed_demo_model_loads_and_matches_the_examples() -> None:
     model = RouterModel.load(DEMO_MODEL)
-    texts, labels = read_examples([TRAIN_FILE, CHAT_FILE, GENERAL_FILE])
+    texts, labels = read_examples([TRAIN_FILE, CHAT_FILE, GENERAL_FILE, CODE_FILE])
     assert model.manifest["training"]["data_sha256"] == data_sha256(texts, labels), \
         "router/examples changed: rebuild with `python -m router.examples.build`"
     router = build_router(make_policy(DEMO_MODEL))

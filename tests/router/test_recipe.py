@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from benchmarks.router.sources import (
+    CODE_FILE,
     CODE_FRAMES,
     Example,
     build,
@@ -94,11 +95,12 @@ def test_chat_recipe_relabels_calculator_and_frames_sources() -> None:
 
 def test_demo_model_is_trained_on_the_project_files_with_calibrated_thresholds() -> None:
     model = RouterModel.load(DEMO_MODEL)
-    texts, _ = read_examples([TRAIN_FILE, CHAT_FILE, GENERAL_FILE])
+    texts, _ = read_examples([TRAIN_FILE, CHAT_FILE, GENERAL_FILE, CODE_FILE])
     assert model.manifest["training"]["examples"] == len(texts)
     assert set(model.thresholds) == {"sql", "code", "support", "math"}
     assert all(0.2 <= t <= 1.0 for t in model.thresholds.values())
-    assert "calibration" in model.manifest
+    assert model.manifest["calibration"]["rule"] == "bag:total"
+    assert model.manifest["calibration"]["budget"] == "total"
     assert DEMO_MODEL.stat().st_size < 5_000_000
     probs = model.predict_proba(["why does my python loop never end", "what's the capital of france"])
     assert [model.labels[i] for i in np.argmax(probs, axis=1)] == ["code", "general"]
