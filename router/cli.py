@@ -153,7 +153,8 @@ def calibrate_cmd(
         help="Total leakage budget on this data: the share of all 'general' examples sent to any SLM "
              "(not a budget per domain).")] = 0.02,
     rule: Annotated[str, typer.Option(
-        help="Threshold rule: lagrange, shared, total or band:D (docs/router.md).")] = DEFAULT_RULE,
+        help="Threshold rule: bag:total, lagrange, shared, total, split, band:D or bag:R "
+             "(docs/router.md).")] = DEFAULT_RULE,
     out: Annotated[Path | None, typer.Option(help="Write here instead of over --model.")] = None,
 ) -> None:
     """Pick per-domain thresholds on validation data and write them into the model."""
