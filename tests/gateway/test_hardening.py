@@ -117,7 +117,8 @@ def test_every_upstream_call_has_a_timeout(make_policy: object) -> None:
     assert SlmBackend.model_fields["connect_timeout_s"].default > 0
     assert LlmBackend.model_fields["timeout_s"].default > 0
     assert LimitsConfig.model_fields["redis_timeout_ms"].default > 0
-    assert "timeout=self._timeout(backend)" in inspect.getsource(serving.slm)
+    slm_source = inspect.getsource(serving.slm)
+    assert "connect_s=backend.connect_timeout_s, read_s=backend.timeout_s" in slm_source
     assert 'args["timeout"] = backend.timeout_s' in inspect.getsource(serving.llm)
 
 
