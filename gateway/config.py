@@ -126,7 +126,9 @@ class SlmBackend(_Strict):
     context_length: int = Field(4096, ge=16)
     """The model's context window (vLLM --max-model-len) in tokens."""
     timeout_s: float = Field(60.0, gt=0)
-    """Whole-request timeout; on expiry the request escalates to the fallback LLM."""
+    """Time allowed for a whole answer, and for a stream between two events (a stream may run longer as
+    long as it keeps moving). On expiry before anything reached the client the request escalates to the
+    fallback LLM; later, the stream ends with an error event."""
     connect_timeout_s: float = Field(2.0, gt=0)
     """Connect timeout; a refused or slow connection escalates quickly."""
     api_key: str | None = None
