@@ -92,7 +92,8 @@ def serve(
     os.environ["SLMGW_CONFIG"] = str(config.resolve())
     uvicorn.run("gateway.app:app_from_env", factory=True, host=host or policy.server.host,
                 port=port or policy.server.port, workers=workers, log_level=log_level,
-                loop="uvloop", http="httptools", access_log=False, server_header=False)
+                loop="uvloop", http="httptools", access_log=False, server_header=False,
+                proxy_headers=False)  # the gateway never reads client addresses: skip the middleware
 
 
 @app.command()
