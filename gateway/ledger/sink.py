@@ -14,6 +14,7 @@ anything else means the store is unavailable (rows are kept and retried).
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
 Values = tuple[Any, ...]
 """One row's values in ``COLUMNS`` order, ready for the driver."""
 
+_ALL = operator.itemgetter(*COLUMNS)
 _TS = COLUMNS.index("ts")
 _EXTRA = COLUMNS.index("extra")
 
@@ -63,11 +65,12 @@ def insert_sql(placeholder: str) -> str:
 def row_values(row: Mapping[str, Any], sqlite: bool) -> Values:
     """Shared by both sinks: the row in column order, ``ts`` as the store's timestamp, ``extra`` as JSON."""
     try:
-        out: list[Any] = [row.get(name) for name in COLUMNS]
+        out = list(_ALL(row))
         ts = datetime.fromtimestamp(float(out[_TS]), UTC)
         out[_TS] = ts.replace(tzinfo=None).isoformat(" ", "microseconds") if sqlite else ts
-        out[_EXTRA] = json.dumps(out[_EXTRA])
-    except (TypeError, ValueError, OverflowError, OSError) as exc:
+        extra = out[_EXTRA]
+        out[_EXTRA] = "null" if extra is None else json.dumps(extra)
+    except (KeyError, TypeError, ValueError, OverflowError, OSError) as exc:
         raise RowRejected(f"row {row.get('id')!r} has an unusable value: {type(exc).__name__}: {exc}") from exc
     return tuple(out)
 
