@@ -293,8 +293,10 @@ class LedgerConfig(_Strict):
     """Request ledger: one row per request, written in batches off the response path."""
 
     url: str = "sqlite+aiosqlite:///slmgw-ledger.sqlite"
-    """SQLAlchemy async URL: sqlite+aiosqlite:///FILE (a relative FILE is resolved against the policy's
-    directory) or postgresql+asyncpg://USER@HOST/DB for several gateway replicas."""
+    """sqlite:///FILE (a relative FILE is resolved against the policy's directory) or
+    postgresql://USER:PASSWORD@HOST/DB for several gateway replicas. SQLAlchemy-style driver suffixes
+    (sqlite+aiosqlite, postgresql+asyncpg) are accepted; rows are written with the stdlib sqlite3 module
+    or asyncpg."""
     store_prompts: bool = False
     """Store the prompt text with each row. Off by default (privacy): only counts and routing facts."""
     batch_size: int = Field(default=500, ge=1, le=10_000)
@@ -311,7 +313,9 @@ class LedgerConfig(_Strict):
     retry_max_s: float = Field(default=30.0, gt=0)
     """Longest wait between retries while the store is down (the wait doubles from flush_interval_s)."""
     migrate: bool = True
-    """Apply the ledger's schema migrations at start-up (alembic, versioned, shipped in the package)."""
+    """Bring the ledger's schema to the shipped revision at start-up. The gateway reads the revision
+    itself; only when it is behind (or the tables are missing) does it run the alembic migrations, in a
+    short-lived child process (`python -m gateway.ledger`), so serving workers never load alembic."""
 
 
 class CostsConfig(_Strict):
