@@ -207,6 +207,20 @@ async def ttft(url: str, body: dict[str, Any], n: int) -> tuple[float, float]:
     return statistics.median(times), times[min(len(times) - 1, int(len(times) * 0.99))]
 
 
+def idle_memory(procs: dict[str, Proc], urls: dict[str, str], targets: list[str]) -> dict[str, float]:
+    """Resident memory of each proxy once it has served 20 requests (imports done, pools open) and sat
+    idle for a second: what a worker costs before load."""
+    for target in targets:
+        if target not in procs:
+            continue
+        body = {"model": "auto", "messages": [{"role": "user", "content": PROMPT}], "max_tokens": 8}
+        with httpx.Client(timeout=30, headers={"authorization": f"Bearer {GATEWAY_KEY}"}) as client:
+            for _ in range(20):
+                client.post(urls[target] + "/chat/completions", json=body).raise_for_status()
+    time.sleep(1)
+    return {name: proc.rss_mb() for name, proc in procs.items() if name != "upstream"}
+
+
 # -- the run ---------------------------------------------------------------------------------------------
 def gateway_policy(upstream: str, workdir: Path) -> Path:
     import yaml
@@ -277,6 +291,7 @@ def main() -> int:
                 f"http://127.0.0.1:{lp_port}/v1", f"http://127.0.0.1:{lp_port}/health/liveliness",
                 {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_LOG": "ERROR"}, workdir, timeout=180)
             urls["litellm-proxy"] = procs["litellm-proxy"].url
+        idle = idle_memory(procs, urls, targets)
         cells: list[Cell] = []
         for stream in (False, True):
             for conc in levels:
@@ -311,12 +326,13 @@ def main() -> int:
                     "temperature": 0}
             ttfts[target] = asyncio.run(ttft(urls[target] + "/chat/completions", body, args.ttft_requests))
         memory = {name: proc.rss_mb() for name, proc in procs.items() if name != "upstream"}
-        report(cells, ttfts, memory, levels, targets)
+        report(cells, ttfts, memory, levels, targets, idle)
         args.out.write_text(json.dumps({
             "machine": {"cpus": os.cpu_count(), "duration_s": args.duration},
             "cells": [asdict(c) for c in cells],
             "ttft_ms": {t: {"p50": v[0], "p99": v[1]} for t, v in ttfts.items()},
             "rss_mb": memory,
+            "rss_idle_mb": idle,
         }, indent=2))
         print(f"\nwrote {args.out}")
         return 0
@@ -327,7 +343,7 @@ def main() -> int:
 
 
 def report(cells: list[Cell], ttfts: dict[str, tuple[float, float]], memory: dict[str, float],
-           levels: list[int], targets: list[str]) -> None:
+           levels: list[int], targets: list[str], idle: dict[str, float]) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -356,7 +372,8 @@ def report(cells: list[Cell], ttfts: dict[str, tuple[float, float]], memory: dic
         added = "" if target == "direct" else f"{p50 - ttfts['direct'][0]:+.2f}"
         ttft_table.add_row(target, f"{p50:.2f}", f"{p99:.2f}", added)
     console.print(ttft_table)
-    console.print("resident memory after the run: " + ", ".join(f"{k} {v:.0f} MB" for k, v in memory.items()))
+    console.print("resident memory, idle after 20 requests / after the run: "
+                  + ", ".join(f"{k} {idle.get(k, float('nan')):.0f} / {v:.0f} MB" for k, v in memory.items()))
 
 
 if __name__ == "__main__":
