@@ -179,11 +179,23 @@ class Response:
     """A response whose headers have arrived. Read it with ``read()`` or ``iter_chunks()``, then
     ``release()`` (done automatically when the body has been read to the end)."""
 
-    def __init__(self, client: Http1Client, origin: Origin, conn: _Connection, read_s: float) -> None:
+    def __init__(self, client: Http1Client, origin: Origin, conn: _Connection, read_s: float,
+                 slot: asyncio.Semaphore) -> None:
         self._client, self._origin, self._conn, self._read_s = client, origin, conn, read_s
+        self._slot = slot
         self.status = conn.status
         self.headers = conn.headers
         self._released = False
+
+    def __del__(self) -> None:
+        # A response dropped unread (e.g. a stream never iterated) must not keep its in-flight slot.
+        if not self._released:
+            self._released = True
+            try:
+                self._conn.close()
+                self._slot.release()
+            except Exception:  # pragma: no cover - the loop may be gone at interpreter exit
+                pass
 
     def header(self, name: bytes) -> bytes | None:
         for key, value in self.headers:
@@ -246,19 +258,24 @@ class Response:
             self._client._put(self._origin, self._conn)
         else:
             self._conn.close()
+        self._slot.release()
 
 
 class Http1Client:
-    def __init__(self, max_idle: int = 256, idle_s: float = 3.0) -> None:
+    def __init__(self, max_idle: int = 256, idle_s: float = 3.0, max_in_flight: int = 512) -> None:
         self._idle: dict[Origin, deque[_Connection]] = {}
         self._max_idle = max_idle
+        self._max_in_flight = max_in_flight
+        self._slots: dict[Origin, asyncio.Semaphore] = {}
         self._idle_s = idle_s
         self._ssl: ssl.SSLContext | None = None
         self._urls: dict[str, tuple[Origin, str]] = {}
 
     async def request(self, url: str, body: bytes, headers: dict[str, str] | None = None, *,
                       connect_s: float = 5.0, read_s: float = 30.0) -> Response:
-        """POST ``body`` and wait for the response headers."""
+        """POST ``body`` and wait for the response headers. At most ``max_in_flight`` requests per
+        server are open at once (each holds a connection until its response is released); more wait.
+        The wait counts against ``read_s``."""
         parsed = self._urls.get(url)
         if parsed is None:
             parsed = split_url(url)
@@ -271,18 +288,31 @@ class Http1Client:
             head += [name.encode("latin-1"), b": ", value.encode("latin-1"), b"\r\n"]
         head += [b"\r\n", body]
         data = b"".join(head)
-        conn, reused = self._get(origin), True
-        if conn is None:
-            conn, reused = await self._open(origin, connect_s), False
+        slot = self._slots.get(origin)
+        if slot is None:
+            slot = self._slots[origin] = asyncio.Semaphore(self._max_in_flight)
+        if slot.locked():
+            async with asyncio.timeout(read_s):
+                await slot.acquire()
+        else:
+            await slot.acquire()
         try:
-            return await self._exchange(origin, conn, data, read_s)
-        except HttpError:
-            if not reused or conn.got_bytes:
-                raise
-        # The server closed a kept-alive connection as we reused it: nothing was answered, try afresh.
-        return await self._exchange(origin, await self._open(origin, connect_s), data, read_s)
+            conn, reused = self._get(origin), True
+            if conn is None:
+                conn, reused = await self._open(origin, connect_s), False
+            try:
+                return await self._exchange(origin, conn, data, read_s, slot)
+            except HttpError:
+                if not reused or conn.got_bytes:
+                    raise
+            # The server closed a kept-alive connection as we reused it: nothing was answered, try afresh.
+            return await self._exchange(origin, await self._open(origin, connect_s), data, read_s, slot)
+        except BaseException:
+            slot.release()
+            raise
 
-    async def _exchange(self, origin: Origin, conn: _Connection, data: bytes, read_s: float) -> Response:
+    async def _exchange(self, origin: Origin, conn: _Connection, data: bytes, read_s: float,
+                        slot: asyncio.Semaphore) -> Response:
         assert conn.transport is not None
         conn._reset()
         try:
@@ -292,7 +322,7 @@ class Http1Client:
         except BaseException:
             conn.close()
             raise
-        return Response(self, origin, conn, read_s)
+        return Response(self, origin, conn, read_s, slot)
 
     async def _open(self, origin: Origin, connect_s: float) -> _Connection:
         loop = asyncio.get_running_loop()

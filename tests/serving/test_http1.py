@@ -256,3 +256,39 @@ async def test_a_slow_reader_is_not_timed_out_only_a_silent_server_is() -> None:
             pieces.append(piece)
             await asyncio.sleep(0.5)  # the consumer (a slow client downstream) takes longer than read_s
         assert pieces == [b"a", b"b"]
+
+
+async def test_requests_beyond_the_in_flight_limit_wait_for_a_slot() -> None:
+    open_now = 0
+    most = 0
+
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal open_now, most
+        while True:
+            await read_request(reader)
+            open_now += 1
+            most = max(most, open_now)
+            await asyncio.sleep(0.1)
+            open_now -= 1
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            await writer.drain()
+
+    async with Server(slow) as server:
+        client = Http1Client(max_in_flight=2)
+
+        async def one() -> bytes:
+            return await (await client.request(server.url, b"{}")).read()
+
+        assert await asyncio.gather(*(one() for _ in range(6))) == [b"ok"] * 6
+        assert most == 2
+        # a response dropped without being read gives its slot back; a full client times out waiting
+        held = await client.request(server.url, b"{}")
+        dropped = await client.request(server.url, b"{}")
+        del dropped
+        assert await (await client.request(server.url, b"{}", read_s=1)).read() == b"ok"
+        also_held = await client.request(server.url, b"{}")
+        with pytest.raises(TimeoutError):  # both slots held by responses nobody has read yet
+            await client.request(server.url, b"{}", read_s=0.2)
+        assert await held.read() == b"ok" and await also_held.read() == b"ok"
+        assert await (await client.request(server.url, b"{}")).read() == b"ok"
+        client.close()
