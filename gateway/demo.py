@@ -99,8 +99,11 @@ def run_demo(config: Path | None = None) -> int:
         gateway.stop()  # drains the ledger
         llm.stop()
         slm.stop()
+    from gateway.costs import CostModel
+
+    baseline = CostModel.from_policy(policy).baseline_model
     console.print("\n[bold]What these requests cost[/bold] (`slmgw report --by route`; the stand-ins' token "
-                  "counts, gpt-4o-mini's list price as the baseline, the policy's GPU-hour price for the SLMs):")
+                  f"counts, {baseline}'s list price as the baseline, the policy's GPU-hour price for the SLMs):")
     from gateway.reports.cli import By, Format, report
 
     report(since="1h", until=None, by=By.route, fmt=Format.table, config=None, ledger_url=ledger_url)

@@ -26,6 +26,8 @@ def test_demo_runs_and_shows_both_routes() -> None:
     assert "stand-in" in out
     assert "│ slm " in out and "│ llm " in out
     assert "escalated slm_unreachable" in out
+    # the baseline named in the text is the one the report prices (the policy's costs.baseline_llm)
+    assert "openai/gpt-4o's list price as the baseline" in out and "(baseline: openai/gpt-4o;" in out
 
 
 def test_serve_with_the_example_policy(slm_upstream: StandinServer, llm_upstream: StandinServer) -> None:
