@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
@@ -292,3 +293,37 @@ async def test_requests_beyond_the_in_flight_limit_wait_for_a_slot() -> None:
         assert await held.read() == b"ok" and await also_held.read() == b"ok"
         assert await (await client.request(server.url, b"{}")).read() == b"ok"
         client.close()
+
+
+async def test_https_with_a_trusted_certificate(tmp_path: Path) -> None:
+    import ssl
+    import subprocess
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    made = subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj",
+                           "/CN=localhost", "-addext", "subjectAltName=DNS:localhost", "-keyout", str(key),
+                           "-out", str(cert)], capture_output=True)
+    if made.returncode != 0:
+        pytest.skip(f"openssl could not make a test certificate: {made.stderr[-200:]!r}")
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_ctx.load_cert_chain(cert, key)
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsecure")
+        await writer.drain()
+        await reader.read()
+
+    server = await asyncio.start_server(script, "127.0.0.1", 0, ssl=server_ctx)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        untrusting = Http1Client()
+        with pytest.raises(HttpError, match="CERTIFICATE_VERIFY_FAILED"):
+            await untrusting.request(f"https://localhost:{port}/v1/x", b"{}")
+        client = Http1Client()
+        client._ssl = ssl.create_default_context(cafile=str(cert))  # as SSL_CERT_FILE would make it
+        resp = await client.request(f"https://localhost:{port}/v1/x", b"{}")
+        assert await resp.read() == b"secure"
+        client.close()
+    finally:
+        server.close()
