@@ -295,8 +295,9 @@ async def test_requests_beyond_the_in_flight_limit_wait_for_a_slot() -> None:
         client.close()
 
 
-async def test_https_with_a_trusted_certificate(tmp_path: Path) -> None:
-    import ssl
+@pytest.fixture
+def certificate(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate for localhost and its key."""
     import subprocess
 
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
@@ -305,6 +306,13 @@ async def test_https_with_a_trusted_certificate(tmp_path: Path) -> None:
                            "-out", str(cert)], capture_output=True)
     if made.returncode != 0:
         pytest.skip(f"openssl could not make a test certificate: {made.stderr[-200:]!r}")
+    return cert, key
+
+
+async def test_https_with_a_trusted_certificate(certificate: tuple[Path, Path]) -> None:
+    import ssl
+
+    cert, key = certificate
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_ctx.load_cert_chain(cert, key)
 
