@@ -95,8 +95,16 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if not self.complete:
-            self._fail(HttpError(f"connection closed before the response ended ({exc or 'EOF'})"))
+        if self.complete:
+            return
+        if exc is None and self.status and not any(k in (b"content-length", b"transfer-encoding")
+                                                    for k, _ in self.headers):
+            self.complete = True  # a body without a length ends with the connection (HTTP/1.0 style)
+            self.keep_alive = False
+            self.arm(None)
+            self._wake()
+            return
+        self._fail(HttpError(f"connection closed before the response ended ({exc or 'EOF'})"))
 
     # -- httptools callbacks -----------------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:

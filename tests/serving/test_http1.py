@@ -335,3 +335,19 @@ async def test_https_with_a_trusted_certificate(certificate: tuple[Path, Path]) 
         client.close()
     finally:
         server.close()
+
+
+async def test_a_body_without_length_ends_with_the_connection() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n")
+        for piece in (b'{"a": ', b"1}"):
+            writer.write(piece)
+            await writer.drain()
+            await asyncio.sleep(0.02)
+        # then the connection closes: that is the end of the body
+
+    async with Server(script) as server:
+        client = Http1Client()
+        assert await (await client.request(server.url, b"{}")).read() == b'{"a": 1}'
+        assert not client._idle.get(next(iter(client._slots))), "a connection that ended the body is not kept"
