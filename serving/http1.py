@@ -43,7 +43,8 @@ class Origin:
     @property
     def host_header(self) -> bytes:
         default = 443 if self.scheme == "https" else 80
-        return (self.host if self.port == default else f"{self.host}:{self.port}").encode("idna")
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal keeps its brackets
+        return (host if self.port == default else f"{host}:{self.port}").encode("idna")
 
 
 def split_url(url: str) -> tuple[Origin, str]:

@@ -351,3 +351,34 @@ async def test_a_body_without_length_ends_with_the_connection() -> None:
         client = Http1Client()
         assert await (await client.request(server.url, b"{}")).read() == b'{"a": 1}'
         assert not client._idle.get(next(iter(client._slots))), "a connection that ended the body is not kept"
+
+
+def test_urls_split_into_origin_target_and_host_header() -> None:
+    from serving.http1 import split_url
+
+    origin, target = split_url("http://vllm.internal:8000/v1/chat/completions?x=1")
+    assert (origin.host, origin.port, target, origin.host_header) == \
+        ("vllm.internal", 8000, "/v1/chat/completions?x=1", b"vllm.internal:8000")
+    assert split_url("https://gpu.example.com/v1")[0].host_header == b"gpu.example.com"
+    assert split_url("http://[::1]:8000/v1")[0].host_header == b"[::1]:8000"
+    with pytest.raises(ValueError, match="not an http"):
+        split_url("ftp://x/y")
+
+
+async def test_ipv6_loopback() -> None:
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head, _ = await read_request(reader)
+        assert b"\r\nHost: [::1]:" in head
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nv6")
+        await writer.drain()
+        await reader.read()
+
+    try:
+        server = await asyncio.start_server(script, "::1", 0)
+    except OSError as exc:
+        pytest.skip(f"no IPv6 loopback here: {exc}")
+    port = server.sockets[0].getsockname()[1]
+    try:
+        assert await (await Http1Client().request(f"http://[::1]:{port}/v1/x", b"{}")).read() == b"v6"
+    finally:
+        server.close()
