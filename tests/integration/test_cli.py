@@ -30,10 +30,13 @@ def test_demo_runs_and_shows_both_routes() -> None:
     assert "openai/gpt-4o's list price as the baseline" in out and "(baseline: openai/gpt-4o;" in out
 
 
-def test_serve_with_the_example_policy(slm_upstream: StandinServer, llm_upstream: StandinServer) -> None:
+def test_serve_with_the_example_policy(slm_upstream: StandinServer, llm_upstream: StandinServer,
+                                      tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "SLMGW_VLLM_URL": slm_upstream.base_url, "SLMGW_LLM_API_BASE": llm_upstream.base_url,
-           "SLMGW_LLM_API_KEY": "upstream", "SLMGW_API_KEY": "sk-serve-test", "SLMGW_LLM_MODEL": "openai/gpt-4o-mini"}
+           "SLMGW_LLM_API_KEY": "upstream", "SLMGW_API_KEY": "sk-serve-test", "SLMGW_LLM_MODEL": "openai/gpt-4o-mini",
+           # the ledger and its spill directory go to the test's directory, not next to the shipped policy
+           "SLMGW_LEDGER_URL": f"sqlite:///{tmp_path / 'ledger.sqlite'}", "SLMGW_SPILL_DIR": str(tmp_path / "spill")}
     proc = subprocess.Popen([*SLMGW, "serve", "--config", str(REPO / "deploy/examples/policy.yaml"),
                              "--port", str(port)], env=env, cwd=REPO, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
@@ -63,6 +66,11 @@ def test_serve_with_the_example_policy(slm_upstream: StandinServer, llm_upstream
     finally:
         proc.terminate()
         proc.wait(15)
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "ledger.sqlite") as db:  # stopping drained the ledger into it
+        routes = [r for (r,) in db.execute("SELECT route FROM slmgw_requests ORDER BY ts")]
+    assert routes[:3] == ["slm", "llm", "slm"] and len(routes) == 4
 
 
 def test_serve_refuses_an_invalid_policy(tmp_path: Path) -> None:
