@@ -2,19 +2,34 @@
 
 Each spill is one complete JSONL file, written to a temporary name, fsynced and renamed, so a crash
 never leaves half a file to replay. A replaying process claims a file by renaming it to
-``NAME.replaying-PID`` (atomic, so two workers never replay the same file); the file is deleted only
-after its rows are in the store. Rows carry their event id, so a replay interrupted half-way can be
+``NAME.replaying-HOST-PID`` (atomic, so two workers never replay the same file); the file is deleted
+only after its rows are in the store. Rows carry their event id, so a replay interrupted half-way can be
 repeated without duplicates.
+
+The directory may be shared by several hosts (a ReadWriteMany volume in Kubernetes, so rows spilled by a
+pod survive its deletion and are replayed by another): a claim names its host, a dead process's claim
+is released by its own host at once, and a claim from another host once it is ``STALE_CLAIM_S`` old.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import socket
 import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
+
+STALE_CLAIM_S = 600.0
+"""A claim by another host older than this is taken back (its replay died with its pod)."""
+
+_HOST = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname()) or "host"
+
+
+def _claim_tag() -> str:
+    return f".replaying-{_HOST}-{os.getpid()}"
 
 
 def _alive(pid: int) -> bool:
@@ -53,18 +68,19 @@ class SpillDir:
         """Files waiting for replay: unclaimed ones and this process's own claims, oldest first."""
         if not self.path.is_dir():
             return []
-        own = f".replaying-{os.getpid()}"
+        own = _claim_tag()
         return sorted(p for p in self.path.iterdir()
                       if p.name.startswith("spill-") and (p.suffix == ".jsonl" or p.name.endswith(own)))
 
     def claim(self, path: Path) -> Path | None:
         """Take a file for replay; None if another process took it first."""
-        own = f".replaying-{os.getpid()}"
+        own = _claim_tag()
         if path.name.endswith(own):
             return path
         target = path.with_name(path.name + own)
         try:
             os.replace(path, target)
+            os.utime(target)  # the claim's age, for hosts that cannot see whether this process lives
         except FileNotFoundError:
             return None
         return target
@@ -77,19 +93,29 @@ class SpillDir:
                 rows.append(json.loads(line))
         return rows
 
-    def recover_stale(self) -> int:
-        """Release claims of processes that died mid-replay, so their rows are replayed again."""
+    def recover_stale(self, stale_after_s: float = STALE_CLAIM_S) -> int:
+        """Release claims of processes that died mid-replay, so their rows are replayed again: on this
+        host when the process is gone, from another host (or an older claim without a host) when the
+        claim is older than ``stale_after_s``."""
         if not self.path.is_dir():
             return 0
         n = 0
+        now = time.time()
         for p in self.path.iterdir():
-            name, _, pid = p.name.rpartition(".replaying-")
-            if name and pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
-                try:
+            name, _, tag = p.name.rpartition(".replaying-")
+            host, _, pid = tag.rpartition("-")
+            if not name or not pid.isdigit() or p.name.endswith(_claim_tag()):
+                continue
+            try:
+                if host in (_HOST, ""):  # this host's, or a claim from before claims named their host
+                    dead = not _alive(int(pid))
+                else:
+                    dead = now - p.stat().st_mtime > stale_after_s
+                if dead:
                     os.replace(p, p.with_name(name))
                     n += 1
-                except FileNotFoundError:
-                    pass
+            except FileNotFoundError:
+                pass
         return n
 
     def count_rows(self) -> int:

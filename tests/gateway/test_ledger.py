@@ -221,3 +221,22 @@ async def test_replay_is_idempotent_and_recovers_dead_claims(tmp_path: Path) -> 
         assert not list((tmp_path / "spill").iterdir())
     finally:
         await ledger.close()
+
+
+def test_claims_name_their_host_and_other_hosts_take_back_only_old_ones(tmp_path: Path) -> None:
+    """A spill directory shared by pods: a claim from another host cannot be checked for a live
+    process, so it is released only once it is older than the stale age."""
+    from gateway.ledger import spill as spill_mod
+
+    spill = SpillDir(tmp_path)
+    path = spill.write([{"id": "a"}])
+    assert path is not None
+    claimed = spill.claim(path)
+    assert claimed is not None and claimed.name.endswith(f".replaying-{spill_mod._HOST}-{os.getpid()}")
+    assert spill.pending() == [claimed]  # our own claim stays ours to finish
+    other = claimed.with_name(path.name + ".replaying-other_pod-1")
+    os.replace(claimed, other)
+    assert spill.pending() == [] and spill.recover_stale() == 0  # fresh: its pod may still be replaying
+    old = time.time() - spill_mod.STALE_CLAIM_S - 5
+    os.utime(other, (old, old))
+    assert spill.recover_stale() == 1 and [p.name for p in spill.pending()] == [path.name]
