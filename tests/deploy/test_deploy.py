@@ -317,3 +317,22 @@ def test_dockerfile_lints_clean(tmp_path: Path) -> None:
     bad.write_text("FROM python:latest\nRUN apt-get update && apt-get install -y curl\n", encoding="utf-8")
     code, out = hadolint(bad)
     assert code != 0 and "DL3007" in out, out
+
+
+@needs_kustomize
+def test_durable_spill_component_puts_the_spill_directory_on_a_shared_claim(k8s_copy: Path) -> None:
+    overlay = k8s_copy / "overlays" / "durable"
+    overlay.mkdir()
+    (overlay / "kustomization.yaml").write_text(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: slm-gateway\n"
+        "resources:\n  - ../example\ncomponents:\n  - ../../components/durable-spill\n")
+    docs = render(overlay)
+    assert not schema_problems(docs) and not reference_problems(docs)
+    deployment = find(docs, "Deployment", "slmgw-gateway")
+    volumes = {v["name"]: v for v in deployment["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["ledger-spill"] == {"name": "ledger-spill",
+                                       "persistentVolumeClaim": {"claimName": "slmgw-ledger-spill"}}
+    claim = find(docs, "PersistentVolumeClaim", "slmgw-ledger-spill")
+    assert claim["spec"]["accessModes"] == ["ReadWriteMany"] and claim["metadata"]["namespace"] == "slm-gateway"
+    mounts = deployment["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+    assert {"name": "ledger-spill", "mountPath": "/var/lib/slmgw/ledger-spill"} in mounts
