@@ -157,8 +157,8 @@ class Dispatcher:
                         raise UpstreamError("SLM returned invalid JSON", reason="slm_bad_response") from None
                     self.health.record_success(rep)
                     return Answer("slm", name, backend.model, body=obj, raw=raw)
-                opened = await self.slm.stream(backend, rep.url, _PATHS[kind], data)
-                chunks = await _prefetch(_parse_events(opened.events))
+                events = await self.slm.stream(backend, rep.url, _PATHS[kind], data)
+                chunks = await _prefetch(_parse_events(events))
                 self.health.record_success(rep)
                 handed_over = True
                 return Answer("slm", name, backend.model, chunks=_release_at_end(chunks, rep))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -20,15 +19,6 @@ import orjson
 from gateway.config import SlmBackend
 from gateway.errors import UpstreamError, UpstreamTimeout
 from serving.http1 import Http1Client, HttpError, Response
-
-
-@dataclass(slots=True)
-class SlmStream:
-    """An open SSE stream: ``events`` yields the ``data:`` payloads (bytes) up to, not including, [DONE],
-    in batches: the events that arrived together, so they can be passed on in one write."""
-
-    events: AsyncIterator[list[bytes]]
-    close: Any
 
 
 class SlmClient:
@@ -103,9 +93,12 @@ class SlmClient:
         count = data.get("count") if isinstance(data, dict) else None
         return count if isinstance(count, int) else None
 
-    async def stream(self, backend: SlmBackend, base_url: str, path: str, body: bytes) -> SlmStream:
-        """Open a streaming POST; raises UpstreamError unless the upstream answered 2xx. The read
-        timeout applies to each gap between events, not to the whole stream."""
+    async def stream(self, backend: SlmBackend, base_url: str, path: str,
+                     body: bytes) -> AsyncIterator[list[bytes]]:
+        """Open a streaming POST; raises UpstreamError unless the upstream answered 2xx. Returns the
+        ``data:`` payloads up to, not including, [DONE], in batches (the events that arrived together,
+        so they can be passed on in one write). The read timeout applies to each gap between events,
+        not to the whole stream. A stream dropped unread gives its connection back when collected."""
         resp = await self._open(backend, base_url, path, body)
 
         async def events() -> AsyncIterator[list[bytes]]:
@@ -125,10 +118,7 @@ class SlmClient:
             finally:
                 resp.release()
 
-        async def close() -> None:
-            resp.release()
-
-        return SlmStream(events(), close)
+        return events()
 
 
 async def sse_batches(chunks: AsyncIterator[bytes]) -> AsyncGenerator[list[bytes], None]:
