@@ -9,6 +9,7 @@ import os
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 
@@ -276,8 +277,16 @@ async def test_a_slow_reply_keeps_its_connection() -> None:
         admin = redis_sync.Redis(port=server.port)
         assert await backend.set("k", b"v", 60)
         accepted = admin.info("stats")["total_connections_received"]
-        sleeper = asyncio.create_task(asyncio.to_thread(
-            lambda: redis_sync.Redis(port=server.port).execute_command("DEBUG", "SLEEP", "0.3")))
+        connected = threading.Event()
+
+        def sleep_redis() -> None:
+            client = redis_sync.Redis(port=server.port)
+            client.ping()  # connected before the clock starts: a loaded machine can take a while
+            connected.set()
+            client.execute_command("DEBUG", "SLEEP", "0.3")
+
+        sleeper = asyncio.create_task(asyncio.to_thread(sleep_redis))
+        assert await asyncio.to_thread(connected.wait, 10)
         await asyncio.sleep(0.05)
         t0 = time.perf_counter()
         assert await backend.get("k") is None
