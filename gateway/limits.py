@@ -12,9 +12,11 @@ the limiter must not become an outage of the gateway. Each such pass is counted
 
 Budgets are USD per tenant (``limits.tenants.*.budget_usd``) and per key (``slmgw keys create
 --budget-usd``), compared against the sum of ``cost_usd`` in the ledger since the start of the period.
-The sum is cached for ``limits.budget_cache_s``; with the ledger's own write delay, a budget can be
-overrun by what is spent in those few seconds. A ledger that cannot be read leaves the last known sum
-in force (fail open).
+The sum is cached for ``limits.budget_cache_s``, and each finished request's cost is added to it at
+once in the process that served it; other replicas' spend arrives with the next read, so a budget can
+be overrun by what other replicas spend in those few seconds. A ledger that cannot be read never counts
+as zero spend: the last known sum plus this process's own charges stays in force, and a scope whose
+spend was never read is refused with a retryable 503 ``budget_unavailable`` until the ledger answers.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from gateway.errors import InvalidRequest, RateLimited
+from gateway.errors import GatewayError, InvalidRequest, RateLimited
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
 
     from gateway.auth import Caller
     from gateway.config import Policy, TenantLimits
+    from gateway.costs import Cost
     from gateway.records import RequestRecord
 
 log = logging.getLogger(__name__)
@@ -182,14 +185,32 @@ class RateLimiter:
             self._failed(exc)
 
 
+_QUERY_TIMEOUT_S = 3.0
+
+
+class BudgetUnavailable(GatewayError):
+    status = 503
+    type = "service_unavailable"
+    code = "budget_unavailable"
+
+
 class Budgets:
-    """Spend per tenant / key from the ledger, cached for ``budget_cache_s``."""
+    """Spend per tenant / key: the ledger's sum, cached for ``budget_cache_s``, plus what this process
+    has charged since that sum was read.
+
+    A ledger that cannot be read (down, or slower than ``_QUERY_TIMEOUT_S``) never counts as zero spend:
+    the last sum read stays in force and this process's own charges keep adding to it. A scope whose
+    spend was never read is refused (503 ``budget_unavailable``, retryable) until the ledger answers.
+    """
 
     def __init__(self, engine: AsyncEngine, period: str, cache_s: float) -> None:
         self.engine = engine
         self.period = period
         self.cache_s = cache_s
-        self._cache: dict[tuple[str, str | None], tuple[float, float]] = {}
+        self._cache: dict[tuple[str, str | None], tuple[float, float, datetime | None]] = {}
+        """scope -> (ledger sum, monotonic time read, period start it was read for)"""
+        self._local: dict[tuple[str, str | None], float] = {}
+        """scope -> USD charged by this process since the cached sum's query started"""
         self._inflight: dict[tuple[str, str | None], asyncio.Task[float]] = {}
         self.errors = 0
         self.failing = False
@@ -202,29 +223,42 @@ class Budgets:
             return now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         return None
 
-    async def _query(self, tenant: str, key_id: str | None) -> float:
+    async def _query(self, tenant: str, key_id: str | None, start: datetime | None) -> float:
         import sqlalchemy as sa
 
         from gateway.ledger.schema import requests
 
         q = sa.select(sa.func.coalesce(sa.func.sum(requests.c.cost_usd), 0.0)).where(requests.c.tenant == tenant)
-        start = self.since()
         if start is not None:
             q = q.where(requests.c.ts >= start)
         if key_id is not None:
-            q = q.where(requests.c.extra["key_id"].as_string() == key_id)
+            q = q.where(requests.c.key_id == key_id)
         async with self.engine.connect() as conn:
             return float((await conn.execute(q)).scalar_one())
 
+    def charge(self, tenant: str, key_id: str | None, usd: float) -> None:
+        """Count a finished request's cost at once, before the ledger has written (and the next query
+        has read) its row."""
+        if usd <= 0:
+            return
+        for scope in ((tenant, None), (tenant, key_id)) if key_id is not None else ((tenant, None),):
+            self._local[scope] = self._local.get(scope, 0.0) + usd
+
     async def spent(self, tenant: str, key_id: str | None = None) -> float:
         scope = (tenant, key_id)
+        start = self.since()
         cached = self._cache.get(scope)
+        if cached is not None and cached[2] != start:  # a new period began: the old sum no longer applies
+            self._cache.pop(scope, None)
+            self._local.pop(scope, None)
+            cached = None
         now = time.monotonic()
         if cached is not None and now - cached[1] < self.cache_s:
-            return cached[0]
+            return cached[0] + self._local.get(scope, 0.0)
+        local_at_start = self._local.get(scope, 0.0)
         task = self._inflight.get(scope)
         if task is None:  # one query per scope at a time, however many requests wait for it
-            task = asyncio.create_task(asyncio.wait_for(self._query(tenant, key_id), 3.0))
+            task = asyncio.create_task(asyncio.wait_for(self._query(tenant, key_id, start), _QUERY_TIMEOUT_S))
             self._inflight[scope] = task
             task.add_done_callback(lambda _t: self._inflight.pop(scope, None))
         try:
@@ -232,16 +266,21 @@ class Budgets:
         except Exception as exc:
             self.errors += 1
             if not self.failing:  # once per outage, not once per scope and cache period
-                log.warning("budget check: ledger unreadable (%s); using the last known spend", type(exc).__name__)
+                log.warning("budget check: ledger unreadable (%s); enforcing the last known spend plus this "
+                            "process's charges", type(exc).__name__)
             self.failing = True
-            value = cached[0] if cached is not None else 0.0
-            self._cache[scope] = (value, now)  # don't retry on every request while the ledger is down
-            return value
+            if cached is None:
+                raise BudgetUnavailable("The spend of this key's budget cannot be read right now; "
+                                        "please retry shortly.") from None
+            self._cache[scope] = (cached[0], now, start)  # don't retry on every request while it is down
+            return cached[0] + self._local.get(scope, 0.0)
         if self.failing:
             log.info("budget check: ledger readable again")
             self.failing = False
-        self._cache[scope] = (value, time.monotonic())
-        return value
+        # Charges made while the query ran may or may not be in its sum: keep them (over- not under-count).
+        self._local[scope] = max(0.0, self._local.get(scope, 0.0) - local_at_start)
+        self._cache[scope] = (value, time.monotonic(), start)
+        return value + self._local[scope]
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -359,8 +398,11 @@ class Limits:
                 raise err
 
     # -- after the response -----------------------------------------------------------------------
-    def settle(self, grant: Grant, rec: RequestRecord) -> None:
-        """Correct the token reservation to the actual usage (called when the request finishes)."""
+    def settle(self, grant: Grant, rec: RequestRecord, cost: Cost | None = None) -> None:
+        """Charge the request's cost to its budgets and correct the token reservation to the actual
+        usage (called when the request finishes)."""
+        if self.budgets is not None and cost is not None:
+            self.budgets.charge(rec.tenant, rec.key_id, cost.cost_usd)
         if self.limiter is None or grant.bucket is None:
             return
         actual = rec.prompt_tokens + rec.completion_tokens

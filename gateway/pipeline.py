@@ -36,9 +36,10 @@ class RequestContext:
     t0: float = field(default_factory=time.perf_counter)
     ts: float = field(default_factory=time.time)
     key_id: str | None = None
-    """Public id of the caller's key (ledger extra.key_id: per-key budgets are summed by it)."""
-    on_finish: Callable[[RequestRecord], None] | None = None
-    """Called with the finished record (limits settle the token reservation to the actual usage)."""
+    """Public id of the caller's key (ledger column key_id: per-key budgets are summed by it)."""
+    on_finish: Callable[[RequestRecord, Cost | None], None] | None = None
+    """Called with the finished record and its cost (limits charge budgets and settle the token
+    reservation to the actual usage)."""
 
 
 def _json(obj: Any) -> bytes:
@@ -90,8 +91,7 @@ class Pipeline:
         stream = bool(body.get("stream")) and kind != "embedding"
         rec = RequestRecord(request_id=ctx.request_id, ts=ctx.ts, tenant=ctx.tenant, endpoint=kind,
                             requested_model=str(body.get("model")), stream=stream)
-        if ctx.key_id:
-            rec.extra["key_id"] = ctx.key_id
+        rec.key_id = ctx.key_id
         privacy = self.s.extras.get("privacy")
         try:
             decision, targets = self.resolve(kind, body)
@@ -232,10 +232,11 @@ class Pipeline:
 
     def _finish(self, rec: RequestRecord, ctx: RequestContext) -> Cost | None:
         rec.latency_ms = (time.perf_counter() - ctx.t0) * 1000
-        if ctx.on_finish is not None:
-            ctx.on_finish(rec)
         ledger: Ledger | None = self.s.extras.get("ledger")
-        return ledger.record(rec) if ledger is not None else None  # sync, no I/O, never raises
+        cost = ledger.record(rec) if ledger is not None else None  # sync, no I/O, never raises
+        if ctx.on_finish is not None:
+            ctx.on_finish(rec, cost)
+        return cost
 
     def record_rejection(self, request_id: str, tenant: str | None, kind: Kind, model: Any,
                          exc: GatewayError) -> None:

@@ -11,20 +11,20 @@ from typing import Any
 TABLE = "slmgw_requests"
 VERSION_TABLE = "slmgw_ledger_version"
 """Alembic's version table for the ledger (its own name, so the database can host other schemas)."""
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 """The newest migration in ``migrations/versions`` (a serving worker compares it with the database's)."""
 
 COLUMNS: tuple[str, ...] = (
     "id", "request_id", "ts", "day", "tenant", "endpoint", "requested_model", "stream", "route", "domain",
     "model", "backend", "reason", "confidence", "escalation", "prompt_tokens", "completion_tokens",
     "latency_ms", "ttft_ms", "status", "error_code", "cache", "would_route", "cost_usd", "baseline_cost_usd",
-    "shadow_cost_usd", "baseline_model", "prompt_text", "extra",
+    "shadow_cost_usd", "baseline_model", "prompt_text", "extra", "key_id",
 )
 """Every column of ``slmgw_requests``, in table order."""
 
 LIMITS: dict[str, int] = {
     "id": 32, "request_id": 128, "day": 10, "tenant": 128, "endpoint": 16, "requested_model": 256,
-    "route": 8, "domain": 128, "model": 256, "backend": 128, "reason": 512, "escalation": 256,
+    "route": 8, "domain": 128, "key_id": 32, "model": 256, "backend": 128, "reason": 512, "escalation": 256,
     "error_code": 64, "cache": 8, "would_route": 8, "baseline_model": 256,
 }
 """Length of each VARCHAR column."""

@@ -65,6 +65,9 @@ def insert_sql(placeholder: str) -> str:
 def row_values(row: Mapping[str, Any], sqlite: bool) -> Values:
     """Shared by both sinks: the row in column order, ``ts`` as the store's timestamp, ``extra`` as JSON."""
     try:
+        if "key_id" not in row:  # spilled by a version before the key_id column: the key was in extra
+            extra = row.get("extra")
+            row = {**row, "key_id": extra.get("key_id") if isinstance(extra, dict) else None}
         out = list(_ALL(row))
         ts = datetime.fromtimestamp(float(out[_TS]), UTC)
         out[_TS] = ts.replace(tzinfo=None).isoformat(" ", "microseconds") if sqlite else ts

@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 
 _FIELDS = ("request_id", "tenant", "endpoint", "requested_model", "stream", "route", "domain", "model",
            "backend", "reason", "confidence", "escalation", "prompt_tokens", "completion_tokens",
-           "latency_ms", "ttft_ms", "status", "error_code", "cache", "would_route")
+           "latency_ms", "ttft_ms", "status", "error_code", "cache", "would_route", "key_id")
 
 
 @dataclass(frozen=True, slots=True)
