@@ -305,6 +305,10 @@ class LedgerConfig(_Strict):
     """How often buffered rows are written; a full batch is written at once."""
     buffer_max: int = Field(default=10_000, ge=1)
     """Rows held in memory while the store is unreachable; beyond this they spill to `spill_dir`."""
+    memory_max_rows: int = Field(default=200_000, ge=1)
+    """Hard bound on rows held in memory when they can be neither written nor spilled (store down and
+    `spill_dir` unwritable). Rows beyond it are dropped, each one counted in
+    `slmgw_ledger_rows_dropped_total` and logged with its request id: the worker's memory stays bounded."""
     spill_dir: str = ".slmgw/ledger-spill"
     """Directory for spilled rows (JSONL files, relative to the policy's directory); replayed into the
     store when it is back, then deleted."""

@@ -57,6 +57,9 @@ class Metrics:
                                 ["backend", "kind"], registry=r)
         self.ledger_buffered = Gauge("slmgw_ledger_buffered_rows",
                                      "Ledger rows waiting in memory.", registry=r)
+        self.ledger_dropped = Counter("slmgw_ledger_rows_dropped_total",
+                                      "Ledger rows dropped because they could be neither written nor "
+                                      "spilled and memory was full (ledger.memory_max_rows).", registry=r)
         self.ledger_store_up = Gauge("slmgw_ledger_store_up", "1 if the ledger store accepts writes.",
                                      registry=r)
         self._children: dict[tuple[str, tuple[str, ...]], Any] = {}

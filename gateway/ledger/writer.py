@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -56,13 +57,15 @@ class LedgerHealth:
     """Rows in memory waiting to be written."""
     spilled: int
     """Rows in spill files waiting for replay."""
+    dropped: int
+    """Rows given up since start (memory full and spilling impossible); also a metric and logged."""
     written: int
     """Rows written by this process since start."""
     last_error: str | None
 
     def as_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "store": self.store, "buffered": self.buffered, "spilled": self.spilled,
-                "written": self.written, "last_error": self.last_error}
+                "dropped": self.dropped, "written": self.written, "last_error": self.last_error}
 
 
 class Ledger:
@@ -87,6 +90,9 @@ class Ledger:
         self._last_error: str | None = None
         self._written = 0
         self._spilled = 0
+        self._dropped = 0
+        self._drop_ids: list[str] = []
+        self._drop_logged = -1e9
         self._closing = False
 
     @classmethod
@@ -180,8 +186,8 @@ class Ledger:
 
     def state(self) -> LedgerHealth:
         return LedgerHealth(ok=self._state in ("up", "starting"), store=self._state,
-                            buffered=len(self._buf), spilled=self._spilled, written=self._written,
-                            last_error=self._last_error)
+                            buffered=len(self._buf), spilled=self._spilled, dropped=self._dropped,
+                            written=self._written, last_error=self._last_error)
 
     # -- the response path -------------------------------------------------------------------------
 
@@ -197,6 +203,9 @@ class Ledger:
             cost = Cost(0.0, 0.0)
         try:
             row = self._row(rec, cost)
+            if len(self._buf) >= self.config.memory_max_rows:
+                self._drop([row], "memory full (ledger.memory_max_rows) and the rows cannot be spilled")
+                return cost
             self._buf.append(row)
             if len(self._buf) >= self.config.batch_size:
                 self._wake.set()
@@ -278,8 +287,22 @@ class Ledger:
         try:
             self.spill.write(rows)
             self._spilled += len(rows)
-        except Exception:
-            log.exception("ledger: LOST %d rows: cannot spill to %s", len(rows), self.spill.path)
+        except Exception as exc:
+            self._drop(rows, f"cannot spill to {self.spill.path}: {type(exc).__name__}: {exc}", force=True)
+
+    def _drop(self, rows: list[dict[str, Any]], why: str, *, force: bool = False) -> None:
+        """The one place rows are given up: counted (metric and ``dropped``) and logged, never silently."""
+        self._dropped += len(rows)
+        if self.metrics is not None:
+            self.metrics.ledger_dropped.inc(len(rows))
+        self._drop_ids.extend(str(r.get("request_id")) for r in rows)
+        now = time.monotonic()
+        if not force and now - self._drop_logged < 1.0 and len(self._drop_ids) < 1000:
+            return  # one line a second during an outage, not one per request
+        self._drop_logged = now
+        log.error("ledger: DROPPED %d rows (%d since start): %s; request ids: %s", len(self._drop_ids),
+                  self._dropped, why, ", ".join(self._drop_ids))
+        self._drop_ids.clear()
 
     def _fail(self, exc: BaseException, what: str) -> None:
         msg = f"{type(exc).__name__}: {exc}".strip()[:500]
