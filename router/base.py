@@ -22,7 +22,9 @@ class Decision:
 
     ``domain`` is the predicted domain (``None`` for general); ``target`` is ``"slm"`` only when the
     router is confident enough to send it to that domain's SLM. ``reason`` is short and readable,
-    e.g. ``"classified sql=0.93>=0.70"`` or ``"low_confidence sql=0.41<0.70"``.
+    e.g. ``"classified sql=0.93>=0.70"`` or ``"low_confidence sql=0.41<0.70"``. ``scores`` holds every
+    label's probability; ``features`` the few words or character n-grams (``*gram*``) that pushed the
+    request towards its top label most, with how much each added to that label's log-odds.
     """
 
     target: Target
@@ -30,6 +32,7 @@ class Decision:
     confidence: float
     reason: str
     scores: Mapping[str, float] = field(default_factory=dict)
+    features: tuple[tuple[str, float], ...] = ()
 
 
 class Router(Protocol):

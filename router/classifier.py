@@ -28,13 +28,14 @@ from typing import Any
 
 from gateway.config import Policy
 from router.base import Decision, register
-from router.features import odd_char_ratio
+from router.features import TfidfFeaturizer, odd_char_ratio
 from router.model import GENERAL, ModelError, RouterModel
 from router.text import request_shape, routing_parts
 
 ODD_UNICODE_RATIO = 0.3
 MIN_KNOWN_RATIO = 0.25
 CHARS_PER_TOKEN = 4.0
+EXPLAIN_TOP = 5  # features named in Decision.features
 
 
 class ClassifierRouter:
@@ -52,6 +53,8 @@ class ClassifierRouter:
             if backend is not None:
                 self._context[dom.name] = backend.context_length
         self._labels = model.labels
+        if isinstance(model.featurizer, TfidfFeaturizer):
+            model.featurizer.terms()  # built now, not on the first request
 
     @property
     def thresholds(self) -> Mapping[str, float]:
@@ -87,27 +90,28 @@ class ClassifierRouter:
             return Decision("llm", None, 0.0, f"odd_unicode {odd:.0%} invisible/combining")
         if not any(ch.isalnum() for ch in latest):
             return Decision("llm", None, 0.0, "no_text no letters or digits")
-        probs, known = self.model.predict_parts(parts)
+        probs, known, pushed = self.model.explain_parts(parts, EXPLAIN_TOP)
         scores = {lab: round(float(p), 4) for lab, p in zip(self._labels, probs, strict=True)}
+        why = tuple(pushed)
         i = int(probs.argmax())
         label, conf = self._labels[i], float(probs[i])
         if known < MIN_KNOWN_RATIO:
             return Decision("llm", None, conf, f"out_of_vocabulary known={known:.2f}<{MIN_KNOWN_RATIO:.2f}",
-                            scores)
+                            scores, why)
         if label == GENERAL:
-            return Decision("llm", None, conf, f"general {label}={conf:.2f}", scores)
+            return Decision("llm", None, conf, f"general {label}={conf:.2f}", scores, why)
         threshold = self._thresholds.get(label)
         if threshold is None:
             return Decision("llm", label, conf, f"unserved {label}={conf:.2f} (no such domain in the policy)",
-                            scores)
+                            scores, why)
         if conf < threshold:
-            return Decision("llm", label, conf, f"low_confidence {label}={conf:.2f}<{threshold:.2f}", scores)
+            return Decision("llm", label, conf, f"low_confidence {label}={conf:.2f}<{threshold:.2f}", scores, why)
         context = self._context.get(label)
         if context is not None:
             est = int(shape.total_chars / CHARS_PER_TOKEN) + shape.max_tokens
             if est > context:
-                return Decision("llm", label, conf, f"too_long ~{est} tokens>{context} context", scores)
-        return Decision("slm", label, conf, f"classified {label}={conf:.2f}>={threshold:.2f}", scores)
+                return Decision("llm", label, conf, f"too_long ~{est} tokens>{context} context", scores, why)
+        return Decision("slm", label, conf, f"classified {label}={conf:.2f}>={threshold:.2f}", scores, why)
 
 
 def load_for_policy(policy: Policy) -> RouterModel:

@@ -166,6 +166,8 @@ def calibrate_cmd(
         thresholds, achieved = calibrate(probs, labels, m.labels, max_leakage, rule)
     except ValueError as exc:
         raise _fail(str(exc)) from None
+    if len(data) > 1:
+        _print_shift(m, data, probs, labels, max_leakage, rule)
     m.update_thresholds(thresholds, {"max_leakage": max_leakage, "budget": "total", "rule": rule,
                                      "examples": len(labels), "files": [p.name for p in data],
                                      **{k: round(v, 4) for k, v in achieved.items()}})
@@ -175,10 +177,37 @@ def calibrate_cmd(
                f"misroute {achieved['misroute']:.1%}; wrote {dest}")
 
 
+def _print_shift(m: RouterModel, data: list[Path], probs: Any, labels: list[str], max_leakage: float,
+                 rule: str) -> None:
+    """Each file routed with thresholds calibrated on the other files: what a new source should expect."""
+    from router.data import read_examples
+    from router.shift import by_source, crossfit_routes, expected_under_shift
+
+    sources = [str(p) for p in data for _ in read_examples([p])[0]]
+    if len(sources) != len(labels):
+        return
+    try:
+        slm, _ = crossfit_routes(probs, labels, sources, m.labels, max_leakage, rule)
+    except ValueError:
+        return
+    rows = by_source(probs, labels, sources, m.labels, slm)
+    exp = expected_under_shift(rows)
+    typer.echo("expected under shift (each file routed with thresholds calibrated on the other files): "
+               f"coverage {exp['coverage']:.1%}, leakage {exp['leakage']:.1%} (worst file "
+               f"{exp['worst_leakage']:.1%}), misroute {exp['misroute']:.1%}")
+    for r in rows:
+        rate = f"leakage {r.leakage:.1%}" if r.label == "general" else f"coverage {r.coverage:.1%}"
+        typer.echo(f"  {Path(r.source).name} [{r.label}, {r.n}]: {rate}")
+
+
 @app.command("predict")
-def predict_cmd(model: ModelOpt, text: Annotated[str, typer.Argument(help="A prompt to classify.")]) -> None:
-    """Show the class probabilities for one prompt (a debugging aid)."""
+def predict_cmd(model: ModelOpt, text: Annotated[str, typer.Argument(help="A prompt to classify.")],
+                top: Annotated[int, typer.Option(help="How many contributing words/n-grams to show.")] = 8) -> None:
+    """Show the class probabilities for one prompt and the words or character n-grams (``*gram*``)
+    that pushed it towards its top label (each one's addition to that label's log-odds)."""
     m = _load(model)
-    probs, known = m.predict_parts([(text, 1.0)])
+    probs, known, pushed = m.explain_parts([(text, 1.0)], top)
     ranked = sorted(zip(m.labels, probs.tolist(), strict=True), key=lambda p: -p[1])
     typer.echo("  ".join(f"{lab}={p:.3f}" for lab, p in ranked) + f"  (known n-grams {known:.0%})")
+    if pushed:
+        typer.echo(f"pushed towards {ranked[0][0]} by: " + ", ".join(f"{t!r} +{v:.2f}" for t, v in pushed))

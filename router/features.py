@@ -106,6 +106,7 @@ class TfidfFeaturizer:
         """Character n-gram ids, keyed without the ``"c"`` prefix."""
         self._slices: dict[int, list[slice]] = {}
         self.idf: FloatArray = np.zeros(0, dtype=np.float32)
+        self._terms: npt.NDArray[np.str_] | None = None
 
     @property
     def vocab(self) -> dict[str, int]:
@@ -118,6 +119,7 @@ class TfidfFeaturizer:
     def vocab(self, vocab: dict[str, int]) -> None:
         # Kept split by kind, without prefixes: a decision looks up the slices of the text as they are,
         # without building a prefixed copy of each n-gram (docs/performance.md).
+        self._terms = None
         self._words = {k[2:]: j for k, j in vocab.items() if k.startswith("w ")}
         self._chars = {k[1:]: j for k, j in vocab.items() if k.startswith("c")}
         if len(self._words) + len(self._chars) != len(vocab):
@@ -225,6 +227,16 @@ class TfidfFeaturizer:
     def vector(self, parts: Parts) -> tuple[Any, float]:
         idx, val, known = self._sparse(parts)
         return (idx, val), known
+
+    def terms(self) -> npt.NDArray[np.str_]:
+        """Column -> n-gram as ``analyze`` spells it (built on first use, for explanations only)."""
+        if self._terms is None or len(self._terms) != len(self.idf):
+            vocab = self.vocab
+            terms = np.empty(len(vocab), dtype=object)
+            for term, j in vocab.items():
+                terms[j] = term
+            self._terms = terms.astype(str)
+        return self._terms
 
     def arrays(self) -> dict[str, np.ndarray]:
         vocab = self.vocab

@@ -103,6 +103,33 @@ class RouterModel:
             logits = self.coef @ vec + self.intercept
         return self._softmax(logits), known
 
+    def explain_parts(self, parts: Parts, top: int = 5) -> tuple[FloatArray, float, list[tuple[str, float]]]:
+        """``predict_parts`` plus the features that pushed the request towards its top label most: each
+        feature's value times its weight for that label minus its mean weight over all labels (what it
+        adds to that label's log-odds against the others), largest first. Word n-grams read as
+        themselves, character n-grams as ``*gram*``. Empty for featurizers without named features."""
+        vec, known = self.featurizer.vector(parts)
+        if not isinstance(vec, tuple):
+            return self._softmax(self.coef @ vec + self.intercept), known, []
+        idx, val = vec
+        if not len(idx):
+            return self._softmax(self.intercept.copy()), known, []
+        cols = self.coef[:, idx]
+        probs = self._softmax(cols @ val + self.intercept)
+        k = int(probs.argmax())
+        push = val * (cols[k] - cols.mean(axis=0))
+        order = np.argsort(-push)[:top]
+        terms = self.featurizer.terms() if isinstance(self.featurizer, TfidfFeaturizer) else None
+        if terms is None:
+            return probs, known, []
+        out = []
+        for j in order:
+            if push[j] <= 0:
+                break
+            term = str(terms[idx[j]])
+            out.append((term[2:] if term.startswith("w ") else f"*{term[1:]}*", round(float(push[j]), 3)))
+        return probs, known, out
+
     def predict_proba(self, texts: Sequence[str]) -> FloatArray:
         """Probabilities for many texts at once (rows follow ``labels``)."""
         x = self.featurizer.transform(texts)
@@ -263,7 +290,8 @@ def train(texts: Sequence[str], labels: Sequence[str], featurizer: str = "tfidf"
           progress: Callable[[str], None] | None = None, seed: int = 0,
           sample_weight: Sequence[float] | None = None,
           temperature_data: tuple[Sequence[str], Sequence[str]] | None = None,
-          featurizer_params: dict[str, Any] | None = None) -> RouterModel:
+          featurizer_params: dict[str, Any] | None = None,
+          fixed_temperature: float | None = None) -> RouterModel:
     """Fit a router model: featurize, fit a multinomial logistic regression, fit a softmax temperature
     (at least 1), then refit on everything. Thresholds start empty (the policy's default applies until
     ``calibrate`` writes per-label ones).
@@ -273,7 +301,8 @@ def train(texts: Sequence[str], labels: Sequence[str], featurizer: str = "tfidf"
     ``temperature_data`` (held-out texts and labels, ideally in the style of real traffic) with the
     final model if given, else on a stratified 20% split of the training data. ``featurizer_params``
     go to the featurizer's constructor (for tfidf: ``min_df``, ``max_features``, ``char_min``,
-    ``char_max``)."""
+    ``char_max``). ``fixed_temperature`` skips the temperature fit (as ``router.crossfit`` does, so
+    thresholds calibrated on its out-of-source probabilities mean the same for the final model)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
 
@@ -308,6 +337,8 @@ def train(texts: Sequence[str], labels: Sequence[str], featurizer: str = "tfidf"
         unknown = sorted(set(temperature_data[1]) - set(names))
         if unknown:
             raise ValueError(f"temperature data has labels the training data lacks: {unknown}")
+    elif fixed_temperature is not None:
+        temperature = fixed_temperature
     elif counts.min() >= 5:
         step("fitting temperature on a 20% split")
         idx = np.arange(len(y))
@@ -332,6 +363,7 @@ def train(texts: Sequence[str], labels: Sequence[str], featurizer: str = "tfidf"
                              "data_sha256": data_sha256(texts, labels), "C": c,
                              "weighted": sw is not None,
                              "temperature_from": ("held-out data" if temperature_data is not None
+                                                  else "fixed" if fixed_temperature is not None
                                                   else "20% split")}}
     return RouterModel(labels=names, featurizer=feat, coef=np.asarray(coef, dtype=np.float32),
                        intercept=np.asarray(intercept, dtype=np.float32), temperature=temperature,
