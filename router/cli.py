@@ -27,14 +27,17 @@ def _fail(msg: str) -> typer.Exit:
     return typer.Exit(2)
 
 
-def train_model(data_files: list[Path], out: Path, featurizer: str = "tfidf", progress: bool = False) -> Path:
-    """Train a router on labelled example files and write the artifact to ``out``; returns ``out``."""
+def train_model(data_files: list[Path], out: Path, featurizer: str = "tfidf", progress: bool = False,
+                background: bool = True) -> Path:
+    """Train a router on labelled example files and write the artifact to ``out``; returns ``out``.
+    With ``background`` (tfidf only) the shipped general background joins as ``general`` examples."""
     from router.data import read_examples
     from router.model import train
 
     texts, labels = read_examples(data_files)
+    bg = _background() if background and featurizer == "tfidf" else None
     if not progress:
-        model = train(texts, labels, featurizer=featurizer)
+        model = train(texts, labels, featurizer=featurizer, background=bg)
     else:
         from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -44,7 +47,7 @@ def train_model(data_files: list[Path], out: Path, featurizer: str = "tfidf", pr
             def step(msg: str) -> None:
                 bar.update(task, description=msg, advance=1)
 
-            model = train(texts, labels, featurizer=featurizer, progress=step)
+            model = train(texts, labels, featurizer=featurizer, progress=step, background=bg)
             bar.update(task, description="saving", completed=4)
     model.manifest["training"]["files"] = [Path(f).name for f in data_files]
     return model.save(out)
@@ -56,10 +59,13 @@ def train_cmd(
     out: Annotated[Path, typer.Option("--out", help="Where to write the model (.npz).")],
     featurizer: Annotated[str, typer.Option(help="tfidf (default) or minilm (needs the embeddings extra).")]
     = "tfidf",
+    background: Annotated[bool, typer.Option(
+        help="Add the shipped general background (derived features of public general prompts) as 'general' "
+             "examples, so in-domain data alone still gives a general detector.")] = True,
 ) -> None:
     """Train a router model from labelled prompts."""
     try:
-        path = train_model(data, out, featurizer, progress=True)
+        path = train_model(data, out, featurizer, progress=True, background=background)
     except ValueError as exc:
         raise _fail(str(exc)) from None
     from router.model import RouterModel
@@ -68,6 +74,12 @@ def train_cmd(
     per = m.manifest["training"]["per_label"]
     typer.echo(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB): labels "
                + ", ".join(f"{k}={v}" for k, v in per.items()))
+
+
+def _background() -> Any:
+    from router.background import BACKGROUND_FILE, load
+
+    return load(BACKGROUND_FILE) if BACKGROUND_FILE.is_file() else None
 
 
 def _load(model: Path) -> RouterModel:
@@ -162,6 +174,8 @@ def calibrate_cmd(
 
     m = _load(model)
     probs, labels = _probs(m, data)
+    if "general" not in labels:
+        probs, labels = _with_background(m, probs, labels)
     try:
         thresholds, achieved = calibrate(probs, labels, m.labels, max_leakage, rule)
     except ValueError as exc:
@@ -175,6 +189,25 @@ def calibrate_cmd(
     typer.echo(f"thresholds ({rule}) " + ", ".join(f"{k}={v:.2f}" for k, v in thresholds.items()))
     typer.echo(f"on this data: coverage {achieved['coverage']:.1%}, leakage {achieved['leakage']:.1%} (total), "
                f"misroute {achieved['misroute']:.1%}; wrote {dest}")
+
+
+def _with_background(m: RouterModel, probs: Any, labels: list[str]) -> tuple[Any, list[str]]:
+    """No general examples to measure leakage on: add the background's held-out general rows."""
+    import numpy as np
+
+    from router.background import rows_for
+    from router.features import TfidfFeaturizer
+
+    bg = _background()
+    if bg is None or not isinstance(m.featurizer, TfidfFeaturizer):
+        return probs, labels
+    rows = rows_for(bg.calibration_rows(), bg, m.featurizer)
+    z = (np.asarray(rows @ m.coef.T) + m.intercept) / m.temperature
+    z = z - z.max(axis=1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    typer.echo(f"no general examples in the data: leakage measured on {rows.shape[0]} held-out rows of the "
+               "shipped general background")
+    return np.vstack([probs, p.astype(np.float32)]), [*labels, *(["general"] * rows.shape[0])]
 
 
 def _print_shift(m: RouterModel, data: list[Path], probs: Any, labels: list[str], max_leakage: float,

@@ -16,19 +16,24 @@ different NumPy major version, or arrays whose shapes disagree with the labels.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import io
 import json
 import math
 import platform
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from router.background import Background
 
 from router.features import (
     EmbeddingFeaturizer,
@@ -37,6 +42,7 @@ from router.features import (
     Parts,
     TfidfFeaturizer,
     make_featurizer,
+    normalize,
 )
 
 FORMAT = "slmgw-router"
@@ -104,10 +110,13 @@ class RouterModel:
         return self._softmax(logits), known
 
     def explain_parts(self, parts: Parts, top: int = 5) -> tuple[FloatArray, float, list[tuple[str, float]]]:
-        """``predict_parts`` plus the features that pushed the request towards its top label most: each
-        feature's value times its weight for that label minus its mean weight over all labels (what it
-        adds to that label's log-odds against the others), largest first. Word n-grams read as
-        themselves, character n-grams as ``*gram*``. Empty for featurizers without named features."""
+        """``predict_parts`` plus the words that pushed the request towards its top label most.
+
+        A feature's push is its value times its weight for that label minus its mean weight over all
+        labels (what it adds to that label's log-odds against the others). Pushes are summed per word
+        of the request: a word n-gram gives its push to its words, a character n-gram to the words it
+        overlaps (where it first occurs), shared equally. Largest first; empty for featurizers without
+        named features."""
         vec, known = self.featurizer.vector(parts)
         if not isinstance(vec, tuple):
             return self._softmax(self.coef @ vec + self.intercept), known, []
@@ -116,19 +125,14 @@ class RouterModel:
             return self._softmax(self.intercept.copy()), known, []
         cols = self.coef[:, idx]
         probs = self._softmax(cols @ val + self.intercept)
+        if not isinstance(self.featurizer, TfidfFeaturizer):
+            return probs, known, []
         k = int(probs.argmax())
         push = val * (cols[k] - cols.mean(axis=0))
-        order = np.argsort(-push)[:top]
-        terms = self.featurizer.terms() if isinstance(self.featurizer, TfidfFeaturizer) else None
-        if terms is None:
-            return probs, known, []
-        out = []
-        for j in order:
-            if push[j] <= 0:
-                break
-            term = str(terms[idx[j]])
-            out.append((term[2:] if term.startswith("w ") else f"*{term[1:]}*", round(float(push[j]), 3)))
-        return probs, known, out
+        order = np.argsort(-push)[:EXPLAIN_FEATURES]
+        return probs, known, _words_pushed(parts, [(str(t), float(p)) for t, p in
+                                                   zip(self.featurizer.terms()[idx[order]], push[order],
+                                                       strict=True) if p > 0], top)
 
     def predict_proba(self, texts: Sequence[str]) -> FloatArray:
         """Probabilities for many texts at once (rows follow ``labels``)."""
@@ -214,6 +218,32 @@ class RouterModel:
             self.manifest["calibration"] = note
 
 
+EXPLAIN_FEATURES = 40  # strongest features attributed to words in an explanation
+_TOKEN = re.compile(r"\w+|[^\w\s]+")
+
+
+def _words_pushed(parts: Parts, pushes: list[tuple[str, float]], top: int) -> list[tuple[str, float]]:
+    text = " " + " \n ".join(normalize(t) for t, _ in parts) + " "
+    spans = [(m.start(), m.end(), m.group()) for m in _TOKEN.finditer(text)]
+    starts = [a for a, _, _ in spans]
+    score: dict[str, float] = {}
+    for term, p in pushes:
+        if term.startswith("w "):
+            words = term[2:].split(" ")
+        else:
+            gram = term[1:]
+            pos = text.find(gram)
+            if pos < 0:
+                continue
+            lo = max(bisect.bisect_right(starts, pos) - 1, 0)
+            hi = bisect.bisect_left(starts, pos + len(gram))
+            words = [w for a, b, w in spans[lo:hi] if a < pos + len(gram) and b > pos]
+        for w in words:
+            score[w] = score.get(w, 0.0) + p / len(words)
+    ranked = sorted(score.items(), key=lambda kv: -kv[1])[:top]
+    return [(w, round(v, 3)) for w, v in ranked]
+
+
 def _payload_sha256(arrays: dict[str, np.ndarray]) -> str:
     h = hashlib.sha256()
     for name in sorted(arrays):
@@ -291,7 +321,7 @@ def train(texts: Sequence[str], labels: Sequence[str], featurizer: str = "tfidf"
           sample_weight: Sequence[float] | None = None,
           temperature_data: tuple[Sequence[str], Sequence[str]] | None = None,
           featurizer_params: dict[str, Any] | None = None,
-          fixed_temperature: float | None = None) -> RouterModel:
+          fixed_temperature: float | None = None, background: Background | None = None) -> RouterModel:
     """Fit a router model: featurize, fit a multinomial logistic regression, fit a softmax temperature
     (at least 1), then refit on everything. Thresholds start empty (the policy's default applies until
     ``calibrate`` writes per-label ones).
@@ -302,12 +332,20 @@ def train(texts: Sequence[str], labels: Sequence[str], featurizer: str = "tfidf"
     final model if given, else on a stratified 20% split of the training data. ``featurizer_params``
     go to the featurizer's constructor (for tfidf: ``min_df``, ``max_features``, ``char_min``,
     ``char_max``). ``fixed_temperature`` skips the temperature fit (as ``router.crossfit`` does, so
-    thresholds calibrated on its out-of-source probabilities mean the same for the final model)."""
+    thresholds calibrated on its out-of-source probabilities mean the same for the final model).
+    ``background`` (tfidf only, ``router.background``) adds the shipped general background's training
+    rows as ``general`` examples, over the union of its vocabulary and the training texts' n-grams."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import train_test_split
 
     if len(texts) != len(labels) or not texts:
         raise ValueError("need the same non-zero number of texts and labels")
+    if background is not None and featurizer != "tfidf":
+        raise ValueError("the general background works with the tfidf featurizer only")
+    user_texts, user_labels = texts, labels
+    n_bg = 0 if background is None else int((background.part == 0).sum())
+    if n_bg:
+        labels = [*labels, *([GENERAL] * n_bg)]
     names = sorted(set(labels))
     if len(names) < 2:
         raise ValueError(f"need at least two labels, got {names}")
@@ -316,6 +354,16 @@ def train(texts: Sequence[str], labels: Sequence[str], featurizer: str = "tfidf"
     step("featurizing")
     feat = make_featurizer(featurizer, featurizer_params)
     x = feat.fit_transform(list(texts))
+    if background is not None and n_bg and isinstance(feat, TfidfFeaturizer):
+        import scipy.sparse as sp
+
+        from router.background import rows_for, union_featurizer
+
+        step("adding the general background")
+        feat = union_featurizer(background, feat)
+        x = sp.vstack([feat.transform(list(texts)), rows_for(background.train_rows(), background, feat)]).tocsr()
+        if sample_weight is not None:
+            sample_weight = [*sample_weight, *([1.0] * n_bg)]
 
     if sample_weight is not None and len(sample_weight) != len(y):
         raise ValueError("sample_weight needs one weight per text")
@@ -358,9 +406,9 @@ def train(texts: Sequence[str], labels: Sequence[str], featurizer: str = "tfidf"
     if len(names) == 2:  # scikit-learn keeps one row for two classes; softmax([-z/2, z/2]) = sigmoid(z)
         coef = np.vstack([-coef[0] / 2, coef[0] / 2])
         intercept = np.asarray([-intercept[0] / 2, intercept[0] / 2])
-    manifest = {"training": {"examples": len(y),
+    manifest = {"training": {"examples": len(user_texts), "background_rows": n_bg,
                              "per_label": {n: int(k) for n, k in zip(names, counts, strict=True)},
-                             "data_sha256": data_sha256(texts, labels), "C": c,
+                             "data_sha256": data_sha256(user_texts, user_labels), "C": c,
                              "weighted": sw is not None,
                              "temperature_from": ("held-out data" if temperature_data is not None
                                                   else "fixed" if fixed_temperature is not None

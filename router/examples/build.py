@@ -1,12 +1,16 @@
 """Generate the project's example prompts and the demo router model.
 
-    python -m router.examples.build            # writes train.jsonl, eval.jsonl, demo-router.npz
+    python -m router.examples.build                 # writes train.jsonl, eval.jsonl, demo-router.npz
+    python -m router.examples.build --project-only  # the previous demo model (project prompts only)
 
-The demo router is trained on ``train.jsonl`` plus ``train_chat.jsonl`` (762 chat-style prompts written
-by hand, not generated here), ``train_general.jsonl`` (319 chat-style general prompts, by hand) and
-``train_code.jsonl`` (320 chat-style code prompts and hard negatives, by hand). Its per-domain thresholds
-are calibrated on out-of-fold probabilities of the hand-written prompts (5 folds, 2% total leakage
-budget, threshold rule ``bag:total``) before the final model is fitted on everything.
+The demo router is the starter model of ``router.starter`` (broad public data + the project's prompt
+files; ``docs/router.md``); the build also writes the general background (``router.background``).
+With ``--project-only`` it is the previous one, trained on ``train.jsonl`` plus ``train_chat.jsonl``
+(762 chat-style prompts written by hand, not generated here), ``train_general.jsonl`` (319 chat-style
+general prompts, by hand) and ``train_code.jsonl`` (320 chat-style code prompts and hard negatives, by
+hand). Its per-domain thresholds are calibrated on out-of-fold probabilities of the hand-written
+prompts (5 folds, 2% total leakage budget, threshold rule ``bag:total``) before the final model is
+fitted on everything.
 
 Every template and slot value below was written for this project. Two disjoint sets of templates:
 ``TRAIN`` is plain and instruction-like (the demo router's training data); ``EVAL`` is written the way
@@ -509,6 +513,12 @@ def demo_model(train_rows: list[tuple[str, str]], chat_rows: list[tuple[str, str
 
 
 def main() -> None:
+    """Write train.jsonl and eval.jsonl, then the starter model (``router.starter``): the public corpora
+    in ``../shared/data`` (no non-commercial ones) plus the project's prompt files, thresholds from
+    out-of-source probabilities. ``--project-only`` builds the previous project-data-only model."""
+    import sys
+
+    from router import starter
     from router.data import read_examples, write_jsonl
     from router.examples import CHAT_FILE, DEMO_MODEL, EVAL_FILE, EXAMPLES_DIR, GENERAL_FILE, TRAIN_FILE
 
@@ -517,12 +527,29 @@ def main() -> None:
     tr, ev = build()
     write_jsonl(TRAIN_FILE, [t for t, _ in tr], [lab for _, lab in tr])
     write_jsonl(EVAL_FILE, [t for t, _ in ev], [lab for _, lab in ev])
-    # train_general.jsonl and train_code.jsonl join train_chat.jsonl: same weight, same folds
-    chat_texts, chat_labels = read_examples([CHAT_FILE, GENERAL_FILE, code_file])
-    model = demo_model(tr, list(zip(chat_texts, chat_labels, strict=True)))
-    model.manifest["training"]["source"] = ("router/examples/train.jsonl (python -m router.examples.build) + "
-                                            "router/examples/train_chat.jsonl + train_general.jsonl + "
-                                            f"train_code.jsonl (weight {CHAT_WEIGHT:g})")
+    if "--project-only" in sys.argv[1:]:
+        # train_general.jsonl and train_code.jsonl join train_chat.jsonl: same weight, same folds
+        chat_texts, chat_labels = read_examples([CHAT_FILE, GENERAL_FILE, code_file])
+        model = demo_model(tr, list(zip(chat_texts, chat_labels, strict=True)))
+        model.manifest["training"]["source"] = ("router/examples/train.jsonl (python -m router.examples.build) + "
+                                                "router/examples/train_chat.jsonl + train_general.jsonl + "
+                                                f"train_code.jsonl (weight {CHAT_WEIGHT:g})")
+    else:
+        root = starter.data_dir()
+        if not root.is_dir():
+            raise SystemExit(f"no public data at {root} (set SLMGW_DATA_DIR, or pass --project-only)")
+        pool = starter.training_pool(root)
+        xfit = starter.crossfit(pool, progress=print)
+        model = starter.fit(pool, xfit)
+        model.manifest["training"]["source"] = ("router.starter: public corpora of ../shared/data (no "
+                                                "non-commercial ones) + router/examples/*.jsonl "
+                                                f"(weight {starter.PROJECT_WEIGHT:g})")
+        from router import background
+
+        gen = [e for e in pool if e.label == "general" and not e.source.startswith("project:")]
+        bg = background.build(model.featurizer, [e.text for e in gen], [e.source for e in gen])  # type: ignore[arg-type]
+        background.save(bg, background.BACKGROUND_FILE)
+        print(f"{background.BACKGROUND_FILE}: {background.BACKGROUND_FILE.stat().st_size} B, {len(gen)} rows")
     model.save(DEMO_MODEL)
     size = Path(DEMO_MODEL).stat().st_size
     print(f"{TRAIN_FILE}: {len(tr)}  {EVAL_FILE}: {len(ev)}  {DEMO_MODEL}: {size} B; thresholds "
