@@ -41,13 +41,39 @@ class ServerConfig(_Strict):
     """Requests with a larger body are refused with 413 before they are parsed."""
     max_messages: int = Field(1000, ge=1)
     """Chat requests with more messages than this are refused with 400."""
+    unknown_fields: Literal["drop", "pass"] = "drop"
+    """Body fields outside the gateway's allowlist of OpenAI (and, for SLMs, vLLM sampling) parameters:
+    `drop` them, or `pass` them inside the provider's request body (litellm's `extra_body`; the JSON body
+    for vLLM). Either way they are never litellm settings, and names that are settings of litellm or
+    vLLM (api_base, fallbacks, mock_response, chat_template, ...) are always dropped (docs/security.md)."""
+    extra_fields: list[str] = Field(default_factory=list)
+    """Field names passed inside the provider's request body even with `unknown_fields: drop`, e.g.
+    `[top_k]` for a provider that takes it."""
+
+    @field_validator("extra_fields")
+    @classmethod
+    def _no_settings(cls, value: list[str]) -> list[str]:
+        from serving.params import never
+
+        bad = [name for name in value if never(name)]
+        if bad:
+            raise ValueError(f"{', '.join(bad)}: a client may never set these (they pick a host, a provider, "
+                             "a credential, headers or server-side code)")
+        return value
 
 
 class ApiKey(_Strict):
-    key: str = Field(min_length=1)
+    key: str
     """The bearer token clients send (`Authorization: Bearer ...`)."""
     tenant: str = "default"
     """Name the key's requests are recorded and cached under."""
+
+    @field_validator("key")
+    @classmethod
+    def _not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("empty key (is its environment variable set?); set it or remove the entry")
+        return value
 
 
 class KeyStoreConfig(_Strict):
@@ -65,28 +91,28 @@ class AuthConfig(_Strict):
     """Client keys. Empty means the gateway accepts requests without a key (development only)."""
     admin_keys: list[str] = Field(default_factory=list)
     """Keys for the /admin routes."""
+    open: bool = False
+    """Serve without client keys on a non-loopback host. With no `api_keys` and no key store, `slmgw
+    serve` refuses to bind anything but a loopback address unless this is true (it warns either way)."""
     key_store: KeyStoreConfig = KeyStoreConfig()
     """Hashed client keys managed with `slmgw keys` (per-key budgets and rate limits)."""
 
     @field_validator("api_keys", mode="before")
     @classmethod
     def _plain_strings(cls, value: Any) -> Any:
-        # A bare string is the short form of {key: ...}; empty strings (an unset ${VAR:-}) are dropped.
+        # A bare string is the short form of {key: ...}.
         if isinstance(value, list):
-            out: list[Any] = []
-            for item in value:
-                if isinstance(item, str):
-                    if item:
-                        out.append({"key": item})
-                else:
-                    out.append(item)
-            return out
+            return [{"key": item} if isinstance(item, str) else item for item in value]
         return value
 
-    @field_validator("admin_keys", mode="before")
+    @field_validator("admin_keys")
     @classmethod
-    def _drop_empty(cls, value: Any) -> Any:
-        return [v for v in value if v] if isinstance(value, list) else value
+    def _no_empty(cls, value: list[str]) -> list[str]:
+        # An unset ${VAR:-} must not quietly remove the key (and with it, perhaps, all protection).
+        for i, key in enumerate(value):
+            if not key:
+                raise ValueError(f"entry {i} is empty (is its environment variable set?); set it or remove it")
+        return value
 
 
 class SlmCost(_Strict):

@@ -26,6 +26,7 @@ from gateway.errors import GatewayError, NoBackendAvailable, UpstreamClientError
 from serving.escalation import output_tokens, prompt_bounds, unsupported_feature
 from serving.health import Replica, SlmHealth
 from serving.llm import LlmClient
+from serving.params import FieldRules, for_slm
 from serving.slm import SlmClient
 
 Kind = Literal["chat", "completion", "embedding"]
@@ -78,8 +79,9 @@ class Answer:
 class Dispatcher:
     def __init__(self, policy: Policy) -> None:
         self.policy = policy
+        self.fields = FieldRules(policy.server.unknown_fields, frozenset(policy.server.extra_fields))
         self.slm = SlmClient()
-        self.llm = LlmClient()
+        self.llm = LlmClient(self.fields)
         self.health = SlmHealth(policy, lambda: self.slm.session)
 
     async def start(self) -> list[str]:
@@ -137,7 +139,7 @@ class Dispatcher:
                 raise Escalation(f"SLM {name!r} does not support {feature}", backend=name,
                                  reason=f"unsupported:{feature}")
             await self._check_context(kind, body, name)
-        payload = {**body, "model": backend.model}
+        payload = {**for_slm(kind, body, self.fields), "model": backend.model}
         if stream:
             payload["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
         data = orjson.dumps(payload)

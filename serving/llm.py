@@ -16,8 +16,8 @@ from typing import Any
 
 from gateway.config import LlmBackend
 from gateway.errors import UpstreamClientError, UpstreamError, UpstreamTimeout
+from serving.params import FieldRules, Kind, for_llm
 
-_CALL_KEYS_DROPPED = {"model", "api_base", "api_key", "base_url", "timeout", "num_retries", "max_retries"}
 
 
 def import_litellm() -> Any:
@@ -30,8 +30,13 @@ def import_litellm() -> Any:
     return litellm
 
 
-def _call_args(backend: LlmBackend, body: dict[str, Any]) -> dict[str, Any]:
-    args = {k: v for k, v in body.items() if k not in _CALL_KEYS_DROPPED}
+def _call_args(backend: LlmBackend, kind: Kind, body: dict[str, Any], rules: FieldRules) -> dict[str, Any]:
+    """litellm's keyword arguments: the endpoint's OpenAI parameters from the client (``serving.params``),
+    everything else only from the policy. Other fields the policy lets through travel in ``extra_body``
+    (the provider's JSON body), where litellm does not read them as settings."""
+    args, extra = for_llm(kind, body, rules)
+    if extra:
+        args["extra_body"] = extra
     args["model"] = backend.model
     args["timeout"] = backend.timeout_s
     args["num_retries"] = backend.max_retries
@@ -74,8 +79,9 @@ def _map_error(name: str, exc: Exception, key: str | None = None) -> Exception:
 
 
 class LlmClient:
-    def __init__(self) -> None:
+    def __init__(self, rules: FieldRules | None = None) -> None:
         self._litellm: Any = None
+        self.rules = rules or FieldRules()
 
     @property
     def litellm(self) -> Any:
@@ -91,18 +97,20 @@ class LlmClient:
             raise _map_error(name, exc, backend.api_key) from None
 
     async def chat(self, name: str, backend: LlmBackend, body: dict[str, Any]) -> dict[str, Any]:
-        return _dump(await self._call("acompletion", name, backend, _call_args(backend, body)))
+        return _dump(await self._call("acompletion", name, backend, _call_args(backend, "chat", body, self.rules)))
 
     async def completion(self, name: str, backend: LlmBackend, body: dict[str, Any]) -> dict[str, Any]:
-        return _dump(await self._call("atext_completion", name, backend, _call_args(backend, body)))
+        return _dump(await self._call("atext_completion", name, backend,
+                                      _call_args(backend, "completion", body, self.rules)))
 
     async def embedding(self, name: str, backend: LlmBackend, body: dict[str, Any]) -> dict[str, Any]:
-        return _dump(await self._call("aembedding", name, backend, _call_args(backend, body)))
+        return _dump(await self._call("aembedding", name, backend,
+                                      _call_args(backend, "embedding", body, self.rules)))
 
     async def stream(self, name: str, backend: LlmBackend, body: dict[str, Any],
                      chat: bool = True) -> AsyncIterator[dict[str, Any]]:
         """Open a stream; the call itself raises mapped errors before any chunk is yielded."""
-        args = {**_call_args(backend, body), "stream": True}
+        args = {**_call_args(backend, "chat" if chat else "completion", body, self.rules), "stream": True}
         resp = await self._call("acompletion" if chat else "atext_completion", name, backend, args)
 
         async def chunks() -> AsyncIterator[dict[str, Any]]:

@@ -32,6 +32,8 @@ class StandinState:
     chunk_delay_s: float = 0.0
     requests: list[dict[str, Any]] = field(default_factory=list)
     """Bodies of the completion requests received (most recent last, capped)."""
+    hits: list[dict[str, Any]] = field(default_factory=list)
+    """Every request received, of any path: ``{"method", "path", "headers"}`` (headers lower-cased)."""
     record: bool = True
 
 
@@ -47,7 +49,7 @@ def _count_tokens(body: dict[str, Any]) -> int:
 class Standin:
     def __init__(self, state: StandinState | None = None) -> None:
         self.state = state or StandinState()
-        self.app = web.Application(client_max_size=64 * 1024 * 1024)
+        self.app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self._record_hit])
         r = self.app.router
         for prefix in ("/v1", ""):
             r.add_post(f"{prefix}/chat/completions", self.chat)
@@ -56,6 +58,15 @@ class Standin:
             r.add_get(f"{prefix}/models", self.list_models)
         r.add_get("/health", self.health)
         r.add_post("/tokenize", self.tokenize)
+
+    @web.middleware
+    async def _record_hit(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if self.state.record:
+            self.state.hits.append({"method": request.method, "path": request.path,
+                                    "headers": {k.lower(): v for k, v in request.headers.items()}})
+            del self.state.hits[:-500]
+        response: web.StreamResponse = await handler(request)
+        return response
 
     # -- handlers -------------------------------------------------------------------------------------
     async def health(self, request: web.Request) -> web.Response:

@@ -48,6 +48,7 @@ def _reset_upstreams(request: pytest.FixtureRequest) -> Iterator[None]:
             state.fail_status = None
             state.delay_s = 0.0
             state.requests.clear()
+            state.hits.clear()
 
 
 def policy_dict(slm_url: str, llm_url: str, **overrides: Any) -> dict[str, Any]:

@@ -38,13 +38,15 @@ def test_general_request_goes_to_llm_through_litellm(client: Any, llm_upstream: 
     assert llm_upstream.state.requests[-1]["messages"] == GENERAL
 
 
-def test_unknown_fields_pass_through_to_the_backend(client: Any, slm_upstream: StandinServer,
-                                                    llm_upstream: StandinServer) -> None:
+def test_vllm_sampling_fields_reach_the_slm_and_unknown_fields_do_not_reach_the_llm(
+        client: Any, slm_upstream: StandinServer, llm_upstream: StandinServer) -> None:
+    # What reaches which backend is the trust boundary's business (test_trust_boundary.py has the attacks).
     client.chat.completions.create(model="auto", messages=SQL, extra_body={"top_k": 7, "guided_choice": ["a"]})
     assert slm_upstream.state.requests[-1]["top_k"] == 7
     assert slm_upstream.state.requests[-1]["guided_choice"] == ["a"]
-    client.chat.completions.create(model="auto", messages=GENERAL, extra_body={"top_k": 3})
-    assert llm_upstream.state.requests[-1]["top_k"] == 3
+    client.chat.completions.create(model="auto", messages=GENERAL, extra_body={"top_k": 3}, seed=4)
+    assert llm_upstream.state.requests[-1]["seed"] == 4
+    assert "top_k" not in llm_upstream.state.requests[-1]  # default policy: unknown_fields drop
 
 
 def test_named_models(client: Any) -> None:
