@@ -19,7 +19,6 @@ from gateway.errors import UpstreamClientError, UpstreamError, UpstreamTimeout
 from serving.params import FieldRules, Kind, for_llm
 
 
-
 def import_litellm() -> Any:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     os.environ.setdefault("LITELLM_LOG", "ERROR")
