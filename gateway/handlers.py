@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, PayloadTooLarge
 from gateway.hardening import check_content_parts, check_json_shape
 from gateway.ids import new_id
+from gateway.messages import check_messages, path
 from gateway.pipeline import Pipeline, RequestContext
 from gateway.protocol import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from gateway.services import Services
@@ -58,7 +59,7 @@ def _validate(model: type[BaseModel], body: dict[str, Any]) -> None:
         model.model_validate(body, strict=True)  # "9" is not an int: what is checked is what goes upstream
     except ValidationError as exc:
         err = exc.errors()[0]
-        param = ".".join(str(p) for p in err["loc"]) or None
+        param = path(*err["loc"]) or None
         more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
         raise InvalidRequest(f"Invalid request: {param}: {err['msg']}{more}", param=param) from None
 
@@ -74,6 +75,8 @@ async def _serve(request: Request, kind: Kind, model: type[BaseModel]) -> Respon
         caller = services.keys.identify(request.headers)
         tenant = caller.tenant
         body = await read_json(request, services)
+        if kind == "chat":
+            check_messages(body.get("messages"))  # OpenAI's rules and field paths, before the schema's
         _validate(model, body)
         if kind == "chat" and len(body["messages"]) > services.policy.server.max_messages:
             raise InvalidRequest(f"Too many messages; the limit is {services.policy.server.max_messages}.",

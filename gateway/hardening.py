@@ -101,9 +101,9 @@ def check_content_parts(messages: list[Any]) -> None:
             kind = part.get("type") if isinstance(part, dict) else None
             field = _PART_FIELDS.get(kind) if isinstance(kind, str) else None
             if field is None or field not in part:
-                raise InvalidRequest(f"messages.{i}.content.{j}: a content part needs a known 'type' (text, "
+                raise InvalidRequest(f"messages[{i}].content[{j}]: a content part needs a known 'type' (text, "
                                      "image_url, input_audio, file) and its matching field.",
-                                     param=f"messages.{i}.content.{j}")
+                                     param=f"messages[{i}].content[{j}]")
             if field == "text" and not isinstance(part["text"], str):
-                raise InvalidRequest(f"messages.{i}.content.{j}.text must be a string.",
-                                     param=f"messages.{i}.content.{j}.text")
+                raise InvalidRequest(f"messages[{i}].content[{j}].text must be a string.",
+                                     param=f"messages[{i}].content[{j}].text")

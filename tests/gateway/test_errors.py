@@ -49,7 +49,7 @@ def test_invalid_fields_are_400_in_the_sdk(client: Any) -> None:
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model="auto", messages=[{"role": "wizard", "content": "x"}])
     assert info.value.status_code == 400
-    assert info.value.body["param"].startswith("messages.0.role")
+    assert info.value.body["param"] == "messages[0].role"
     with pytest.raises(openai.BadRequestError):
         client.chat.completions.create(model="auto", messages=MSG, temperature="hot")
     with pytest.raises(openai.BadRequestError):

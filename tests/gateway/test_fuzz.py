@@ -61,9 +61,32 @@ _junk = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, a
 _part = st.fixed_dictionaries({"type": st.just("text"), "text": _text}) \
     | st.dictionaries(st.sampled_from(["type", "text", "image_url", "x"]), _junk, max_size=3)
 _content = _text | st.lists(_part, max_size=3) | _junk
-_role = st.sampled_from(["system", "developer", "user", "assistant", "tool"]) | st.text(max_size=8)
-_message = st.fixed_dictionaries({"role": _role, "content": _content},
-                                 optional={"name": st.text(max_size=10) | _junk, "tool_calls": _junk})
+_role = st.sampled_from(["system", "developer", "user", "assistant", "tool"]) | st.text(max_size=8) | _junk
+_call = st.fixed_dictionaries({"id": st.text(max_size=6), "type": st.just("function"),
+                               "function": st.fixed_dictionaries({"name": st.just("f"), "arguments": st.just("{}")})})
+# Any field may be missing, null or of the wrong type: OpenAI refuses such messages with a 400, so must we.
+_message = st.fixed_dictionaries({}, optional={
+    "role": _role, "content": _content | st.none(), "name": st.text(max_size=10) | _junk,
+    "tool_calls": st.lists(_call, max_size=2) | _junk, "tool_call_id": st.text(max_size=8) | _junk})
+
+
+def _openai_refuses(messages: Any) -> bool:
+    """The rules OpenAI applies to messages, written out independently of the gateway's code."""
+    if not isinstance(messages, list) or not messages:
+        return True
+    for m in messages:
+        if not isinstance(m, dict) or m.get("role") not in ("system", "developer", "user", "assistant", "tool"):
+            return True
+        content, role = m.get("content"), m["role"]
+        if content is not None and not isinstance(content, str | list):
+            return True
+        if role in ("system", "developer", "user", "tool") and content is None:
+            return True
+        if role == "tool" and not (isinstance(m.get("tool_call_id"), str) and m["tool_call_id"]):
+            return True
+        if role == "assistant" and content is None and not m.get("tool_calls"):
+            return True
+    return False
 _body = st.fixed_dictionaries(
     {"model": st.sampled_from(["auto", "sql", "code", "llm", "gpt-4o-mini", "nope"]) | _junk,
      "messages": st.lists(_message, min_size=0, max_size=4) | _junk},
@@ -82,6 +105,9 @@ def test_hypothesis_chat_payloads(fuzz_gateway: BackgroundGateway, body: dict[st
         status = resp.status_code
         text = resp.read().decode("utf-8", "replace")
     assert status < 500, (body, text[:500])
+    if _openai_refuses(body.get("messages")):
+        assert status == 400, (body, text[:500])
+        assert str(resp.json()["error"]["param"]).startswith("messages"), text[:500]
     if status >= 400:
         assert set(resp.json()["error"]) == {"message", "type", "param", "code"}
     elif body.get("stream") is True:
