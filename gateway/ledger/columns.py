@@ -11,7 +11,13 @@ from typing import Any
 TABLE = "slmgw_requests"
 VERSION_TABLE = "slmgw_ledger_version"
 """Alembic's version table for the ledger (its own name, so the database can host other schemas)."""
-HEAD_REVISION = "0003"
+ROLLUP_TABLE = "slmgw_rollup_hourly"
+"""Hourly aggregates reports read (``gateway.ledger.rollup``)."""
+DIRTY_TABLE = "slmgw_rollup_dirty"
+"""Hours whose raw rows changed since their rollup was computed; the sinks mark them as they write."""
+STATE_TABLE = "slmgw_rollup_state"
+"""Named timestamps: ``raw_pruned_before`` (raw rows older than it were deleted by ``slmgw ledger prune``)."""
+HEAD_REVISION = "0004"
 """The newest migration in ``migrations/versions`` (a serving worker compares it with the database's)."""
 
 COLUMNS: tuple[str, ...] = (

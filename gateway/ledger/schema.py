@@ -13,9 +13,9 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-from gateway.ledger.columns import TABLE, clean
+from gateway.ledger.columns import DIRTY_TABLE, ROLLUP_TABLE, STATE_TABLE, TABLE, clean
 
-__all__ = ["UtcDateTime", "clean", "metadata", "requests", "to_db"]
+__all__ = ["UtcDateTime", "clean", "metadata", "requests", "rollup_dirty", "rollup_hourly", "rollup_state", "to_db"]
 
 metadata = sa.MetaData()
 
@@ -73,6 +73,57 @@ requests = sa.Table(
     sa.Column("key_id", sa.String(32), comment="public id of the caller's key (per-key budgets sum by it)"),
     sa.Index("ix_slmgw_requests_tenant_ts", "tenant", "ts"),
     sa.Index("ix_slmgw_requests_key_id_ts", "key_id", "ts"),
+)
+
+ROLLUP_DIMS: tuple[str, ...] = ("day", "tenant", "domain", "route", "model", "baseline_model", "escalation")
+"""The raw columns a rollup cell is keyed by (besides its hour)."""
+
+
+def rollup_columns() -> list[sa.Column[Any]]:
+    """The columns of ``slmgw_rollup_hourly`` (also used by migration 0004)."""
+    return [
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=True),
+        sa.Column("hour", UtcDateTime(), nullable=False, comment="start of the UTC hour"),
+        sa.Column("day", sa.String(10), nullable=False),
+        sa.Column("tenant", sa.String(128), nullable=False),
+        sa.Column("domain", sa.String(128)),
+        sa.Column("route", sa.String(8), nullable=False),
+        sa.Column("model", sa.String(256)),
+        sa.Column("baseline_model", sa.String(256), nullable=False),
+        sa.Column("escalation", sa.String(256)),
+        sa.Column("requests", sa.BigInteger(), nullable=False),
+        sa.Column("errors", sa.BigInteger(), nullable=False),
+        sa.Column("prompt_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("completion_tokens", sa.BigInteger(), nullable=False),
+        sa.Column("cost_usd", sa.Float(), nullable=False),
+        sa.Column("baseline_cost_usd", sa.Float(), nullable=False),
+        sa.Column("cache_hits", sa.BigInteger(), nullable=False),
+        sa.Column("cache_lookups", sa.BigInteger(), nullable=False),
+        sa.Column("shadow_requests", sa.BigInteger(), nullable=False),
+        sa.Column("shadow_slm", sa.BigInteger(), nullable=False),
+        sa.Column("shadow_cost_usd", sa.Float(), nullable=False),
+        sa.Column("shadow_baseline_cost_usd", sa.Float(), nullable=False),
+        sa.Column("latency_n", sa.BigInteger(), nullable=False, comment="successful requests"),
+        sa.Column("latency_hist", sa.LargeBinary(), nullable=False, comment="gateway.ledger.histogram"),
+        sa.Column("latency_exact", sa.LargeBinary(), comment="the latencies as float64 when few"),
+    ]
+
+
+rollup_hourly = sa.Table(ROLLUP_TABLE, metadata, *rollup_columns(),
+                         sa.Index("ix_slmgw_rollup_hourly_hour", "hour"))
+"""Aggregates of the raw rows per hour x tenant x domain x route x model x baseline model x escalation
+(several cells may share a key: a reader adds them up)."""
+
+rollup_dirty = sa.Table(
+    DIRTY_TABLE, metadata,
+    sa.Column("hour", UtcDateTime(), primary_key=True),
+    sa.Column("version", sa.BigInteger(), nullable=False, comment="bumped by every write into the hour"),
+)
+
+rollup_state = sa.Table(
+    STATE_TABLE, metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("ts", UtcDateTime(), nullable=False),
 )
 
 

@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from gateway.ledger.columns import COLUMNS, TABLE
+from gateway.ledger.columns import COLUMNS, DIRTY_TABLE, TABLE
 
 if TYPE_CHECKING:
     from gateway.ledger.dsn import StoreUrl
@@ -46,7 +46,8 @@ class Sink(Protocol):
         ...
 
     async def insert(self, rows: Sequence[Values]) -> None:
-        """Insert in one transaction, skipping ids already stored (replays are idempotent)."""
+        """Insert in one transaction, skipping ids already stored (replays are idempotent), and mark the
+        rows' hours for the rollups in the same transaction."""
         ...
 
     async def revision(self) -> frozenset[str] | None:
@@ -60,6 +61,20 @@ def insert_sql(placeholder: str) -> str:
     """``INSERT ... ON CONFLICT (id) DO NOTHING`` with ``placeholder % n`` for the n-th value (1-based)."""
     marks = ", ".join(placeholder % (i + 1) if "%" in placeholder else placeholder for i in range(len(COLUMNS)))
     return f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({marks}) ON CONFLICT (id) DO NOTHING"
+
+
+def dirty_sql(placeholder: str) -> str:
+    """Mark an hour's rollup as stale (``gateway.ledger.rollup`` recomputes it): written in the same
+    transaction as the rows, so a row is never stored without its hour being marked."""
+    return (f"INSERT INTO {DIRTY_TABLE} (hour, version) VALUES ({placeholder}, 1) "
+            f"ON CONFLICT (hour) DO UPDATE SET version = {DIRTY_TABLE}.version + 1")
+
+
+def hours(rows: Sequence[Values], sqlite: bool) -> list[tuple[Any]]:
+    """The distinct UTC hours of ``rows`` (as stored: naive text on SQLite, aware datetimes on PostgreSQL)."""
+    if sqlite:
+        return [(h,) for h in sorted({str(r[_TS])[:13] + ":00:00.000000" for r in rows})]
+    return [(h,) for h in sorted({r[_TS].replace(minute=0, second=0, microsecond=0) for r in rows})]
 
 
 def row_values(row: Mapping[str, Any], sqlite: bool) -> Values:

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 from gateway.ledger.columns import VERSION_TABLE
-from gateway.ledger.sink import RowRejected, Values, insert_sql, row_values
+from gateway.ledger.sink import RowRejected, Values, dirty_sql, hours, insert_sql, row_values
 
 if TYPE_CHECKING:
     import asyncpg
@@ -29,6 +29,7 @@ class PostgresSink:
     def __init__(self, connect: dict[str, Any], *, connect_timeout_s: float = 5.0) -> None:
         self._connect_args = {**connect, "timeout": connect_timeout_s}
         self._sql = insert_sql("$%d")
+        self._dirty = dirty_sql("$1")
         self._conn: asyncpg.Connection | None = None
 
     def values(self, row: Mapping[str, Any]) -> Values:
@@ -50,7 +51,9 @@ class PostgresSink:
     async def insert(self, rows: Sequence[Values]) -> None:
         conn = await self._connection()
         try:
-            await conn.executemany(self._sql, rows)  # atomic: all rows or none
+            async with conn.transaction():  # all rows and their hours' marks, or nothing
+                await conn.executemany(self._sql, rows)
+                await conn.executemany(self._dirty, hours(rows, sqlite=False))
         except BaseException as exc:
             if _row_error(exc):
                 raise RowRejected(f"{type(exc).__name__}: {exc}") from exc

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from gateway.ledger.columns import VERSION_TABLE
-from gateway.ledger.sink import RowRejected, Values, insert_sql, row_values
+from gateway.ledger.sink import RowRejected, Values, dirty_sql, hours, insert_sql, row_values
 
 T = TypeVar("T")
 
@@ -29,6 +29,7 @@ class SqliteSink:
     def __init__(self, path: str) -> None:
         self.path = path
         self._sql = insert_sql("?")
+        self._dirty = dirty_sql("?")
         self._conn: sqlite3.Connection | None = None
         # One thread: the connection is only ever used from it, and writes are serialized.
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ledger-sqlite")
@@ -77,6 +78,7 @@ class SqliteSink:
         try:
             with conn:  # one transaction: committed, or rolled back on any error
                 conn.executemany(self._sql, rows)
+                conn.executemany(self._dirty, hours(rows, sqlite=True))
         except sqlite3.Error as exc:
             if _row_error(exc):
                 raise RowRejected(f"{type(exc).__name__}: {exc}") from exc

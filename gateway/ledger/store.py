@@ -113,12 +113,21 @@ async def insert_rows(engine: AsyncEngine, rows: list[dict[str, Any]]) -> None:
     (tests/gateway/test_ledger_sink.py) and measured against (benchmarks/ledger)."""
     from sqlalchemy.dialects import postgresql, sqlite
 
-    from gateway.ledger.schema import requests, to_db
+    from gateway.ledger.schema import requests, rollup_dirty, to_db
 
     stmt: Any
+    dirty: Any
     if engine.dialect.name == "postgresql":
         stmt = postgresql.insert(requests).on_conflict_do_nothing(index_elements=["id"])
+        dirty = postgresql.insert(rollup_dirty)
     else:
         stmt = sqlite.insert(requests).on_conflict_do_nothing(index_elements=["id"])
+        dirty = sqlite.insert(rollup_dirty)
+    dirty = dirty.on_conflict_do_update(index_elements=["hour"],
+                                        set_={"version": rollup_dirty.c.version + 1})
+    values = [to_db(r) for r in rows]
+    marks = sorted({v["ts"].replace(minute=0, second=0, microsecond=0) for v in values})
     async with engine.begin() as conn:
-        await conn.execute(stmt, [to_db(r) for r in rows])
+        await conn.execute(stmt, values)
+        if marks:
+            await conn.execute(dirty, [{"hour": h, "version": 1} for h in marks])

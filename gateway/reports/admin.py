@@ -27,6 +27,7 @@ from gateway.errors import AuthenticationError, GatewayError, InvalidRequest, Pe
 if TYPE_CHECKING:
     from gateway.ledger import Ledger
     from gateway.metrics import Metrics
+    from gateway.reports.runner import ReportRunner
 
 _STATIC = Path(__file__).parent / "static"
 
@@ -78,8 +79,10 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 async def report(request: Request, since: str = Query("7d", description="7d, 24h, 30m, 2w or ISO date"),
                  until: str | None = Query(None, description="End (exclusive), default now"),
                  by: str = Query("day", description="day, domain, route, tenant or model")) -> JSONResponse:
-    """The cost-savings report as JSON (same fields as ``slmgw report --format json``)."""
-    from gateway.reports.compute import GROUP_BY, ReportError, build_report, parse_time
+    """The cost-savings report as JSON (same fields as ``slmgw report --format json``), built off the
+    serving event loop with a time limit; identical requests within a few seconds share one result."""
+    from gateway.reports.compute import GROUP_BY, ReportError, parse_time
+    from gateway.reports.runner import ReportTimeout
 
     ledger: Ledger | None = _service(request, "ledger")
     if ledger is None or ledger.engine is None:
@@ -96,10 +99,25 @@ async def report(request: Request, since: str = Query("7d", description="7d, 24h
     except Exception:
         pass
     try:
-        data = await build_report(ledger.engine, since=start, until=end, by=by)
+        data = await _runner(request, ledger).report((since, until, by), start, end, by)
+    except ReportTimeout as exc:
+        raise ServiceUnavailable(f"The report did not finish in time ({exc}); try a shorter window.",
+                                 code="report_timeout") from None
     except Exception as exc:
         raise ServiceUnavailable(f"The ledger store cannot be read: {type(exc).__name__}") from None
     return JSONResponse(data, headers={"cache-control": "no-store"})
+
+
+def _runner(request: Request, ledger: Ledger) -> ReportRunner:
+    """The app's report runner (one thread, created at the first report)."""
+    from gateway.ledger.store import normalize_url
+    from gateway.reports.runner import ReportRunner
+
+    runner: ReportRunner | None = getattr(request.app.state, "report_runner", None)
+    if runner is None:
+        runner = ReportRunner(normalize_url(ledger.url, ledger.base_dir))
+        request.app.state.report_runner = runner
+    return runner
 
 
 def _sha256(source: str) -> str:

@@ -1,30 +1,43 @@
 """Report computation: the same numbers for the CLI, ``GET /admin/report`` and the dashboard.
 
-Sums and counts are computed in SQL (GROUP BY, portable between SQLite and PostgreSQL); latency
-percentiles from the selected rows' latencies in Python (linear interpolation between closest ranks,
-numpy's default), which is exact and the same on both stores. Field meanings: docs/costs.md.
+A window ``[since, until)`` is read in two parts: whole UTC hours whose rollup is clean come from the
+hourly rollup cells (``gateway.ledger.rollup``), everything else (the partial hours at the window's
+edges, the current hour, hours written since their rollup) from the raw rows, with the same sums in SQL
+(GROUP BY, portable between SQLite and PostgreSQL). So a report costs about the number of groups, not
+of requests, and its numbers are the raw rows' numbers (float sums may differ in the last bits, far
+below the 1e-6 USD rounding). Latency percentiles are exact for small groups and otherwise within ~1 %
+(``gateway.reports.latency``). Field meanings: docs/costs.md.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import sqlalchemy as sa
 
+from gateway.ledger import rollup
 from gateway.ledger.schema import requests as t
+from gateway.reports.latency import Latencies, percentile
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
+
+__all__ = ["GROUP_BY", "ROUTES", "ReportError", "build_report", "flat_rows", "parse_time", "percentile"]
 
 GroupBy = Literal["day", "domain", "route", "tenant", "model"]
 GROUP_BY: tuple[str, ...] = get_args(GroupBy)
 ROUTES = ("slm", "llm", "cache", "none")
 _SPAN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([mhdw])\s*$")
 _UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+_SUMS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost_usd", "baseline_cost_usd",
+         "cache_hits", "cache_lookups", "shadow_requests", "shadow_slm", "shadow_cost_usd",
+         "shadow_baseline_cost_usd", "escalations", "slm_bound")
+_USD = frozenset({"cost_usd", "baseline_cost_usd", "shadow_cost_usd", "shadow_baseline_cost_usd"})
 
 
 class ReportError(ValueError):
@@ -45,15 +58,6 @@ def parse_time(value: str, now: datetime | None = None) -> datetime:
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
 
 
-def percentile(sorted_values: list[float], q: float) -> float | None:
-    if not sorted_values:
-        return None
-    pos = (len(sorted_values) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(sorted_values) - 1)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
 def _key_column(by: str) -> sa.ColumnElement[Any]:
     if by == "day":
         return t.c.day
@@ -64,14 +68,6 @@ def _key_column(by: str) -> sa.ColumnElement[Any]:
     if by in ("domain", "model"):
         return sa.func.coalesce(t.c[by], "(none)")
     raise ReportError(f"cannot group by {by!r}: use one of {', '.join(GROUP_BY)}")
-
-
-def _count_if(cond: sa.ColumnElement[bool]) -> sa.ColumnElement[Any]:
-    return sa.func.coalesce(sa.func.sum(sa.case((cond, 1), else_=0)), 0)
-
-
-def _sum_if(cond: sa.ColumnElement[bool], col: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
-    return sa.func.coalesce(sa.func.sum(sa.case((cond, col), else_=0.0)), 0.0)
 
 
 def _money(x: float) -> float:
@@ -91,115 +87,162 @@ class _Acc:
 
     def __init__(self) -> None:
         self.n: dict[str, float] = defaultdict(float)
+        # USD sums are kept as their parts and added exactly (math.fsum) at the end, so partial sums
+        # (rollup hours, raw ranges) add up as closely as possible to one SQL SUM over the raw rows.
+        self.usd: dict[str, list[float]] = defaultdict(list)
         self.routes: dict[str, int] = dict.fromkeys(ROUTES, 0)
         self.reasons: dict[str, int] = defaultdict(int)
-        self.latencies: list[float] = []
+        self.latency = Latencies()
+
+    def add_sums(self, row: Mapping[Any, Any]) -> None:
+        for name in _SUMS:
+            value = row.get(name)
+            if value:
+                if name in _USD:
+                    self.usd[name].append(float(value))
+                else:
+                    self.n[name] += float(value)
+
+    def add_route(self, route: str, count: int) -> None:
+        self.routes[route] = self.routes.get(route, 0) + count
 
     def add(self, other: _Acc) -> None:
         for k, v in other.n.items():
             self.n[k] += v
+        for k, parts in other.usd.items():
+            self.usd[k].extend(parts)
         for k, c in other.routes.items():
             self.routes[k] = self.routes.get(k, 0) + c
         for k, c in other.reasons.items():
             self.reasons[k] += c
-        self.latencies.extend(other.latencies)
+        self.latency.add(other.latency)
 
     def fields(self) -> dict[str, Any]:
-        n = self.n
-        lat = sorted(self.latencies)
-        savings = n["baseline"] - n["cost"]
-        shadow_savings = n["shadow_baseline"] - n["shadow_cost"]
+        n = defaultdict(float, {**self.n, **{k: math.fsum(self.usd.get(k, ())) for k in _USD}})
+        savings = n["baseline_cost_usd"] - n["cost_usd"]
+        shadow_savings = n["shadow_baseline_cost_usd"] - n["shadow_cost_usd"]
+        escalations, slm_bound = int(n["escalations"]), int(n["slm_bound"])
         return {
             "requests": int(n["requests"]),
             "errors": int(n["errors"]),
             "prompt_tokens": int(n["prompt_tokens"]),
             "completion_tokens": int(n["completion_tokens"]),
             "total_tokens": int(n["prompt_tokens"] + n["completion_tokens"]),
-            "cost_usd": _money(n["cost"]),
-            "baseline_cost_usd": _money(n["baseline"]),
+            "cost_usd": _money(n["cost_usd"]),
+            "baseline_cost_usd": _money(n["baseline_cost_usd"]),
             "savings_usd": _money(savings),
-            "savings_pct": _pct(savings, n["baseline"]),
+            "savings_pct": _pct(savings, n["baseline_cost_usd"]),
             "requests_by_route": dict(self.routes),
             "cache_hits": int(n["cache_hits"]),
             "cache_lookups": int(n["cache_lookups"]),
             "cache_hit_rate": _pct(n["cache_hits"], n["cache_lookups"]),
-            "escalations": int(n["escalations"]),
-            "slm_bound": int(n["slm_bound"]),
-            "escalation_rate": _pct(n["escalations"], n["slm_bound"]),
+            "escalations": escalations,
+            "slm_bound": slm_bound,
+            "escalation_rate": _pct(escalations, slm_bound),
             "escalation_reasons": dict(sorted(self.reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
-            "latency_p50_ms": _ms(percentile(lat, 50)),
-            "latency_p95_ms": _ms(percentile(lat, 95)),
+            "latency_p50_ms": _ms(self.latency.percentile(50)),
+            "latency_p95_ms": _ms(self.latency.percentile(95)),
             "shadow_requests": int(n["shadow_requests"]),
             "shadow_slm_requests": int(n["shadow_slm"]),
-            "shadow_cost_usd": _money(n["shadow_cost"]),
-            "shadow_baseline_cost_usd": _money(n["shadow_baseline"]),
+            "shadow_cost_usd": _money(n["shadow_cost_usd"]),
+            "shadow_baseline_cost_usd": _money(n["shadow_baseline_cost_usd"]),
             "shadow_savings_usd": _money(shadow_savings),
-            "shadow_savings_pct": _pct(shadow_savings, n["shadow_baseline"]),
+            "shadow_savings_pct": _pct(shadow_savings, n["shadow_baseline_cost_usd"]),
         }
 
 
-async def build_report(engine: AsyncEngine, *, since: datetime, until: datetime | None = None,
-                       by: str = "day") -> dict[str, Any]:
-    """The report for ledger rows with ``since <= ts < until``, grouped ``by`` one of GROUP_BY."""
-    until = until or datetime.now(UTC)
-    key = _key_column(by).label("key")
-    where = sa.and_(t.c.ts >= since, t.c.ts < until)
-    groups: dict[str, _Acc] = defaultdict(_Acc)
-    route_lat: dict[str, list[float]] = defaultdict(list)
-    baseline_models: list[str] = []
+class Groups:
+    """The groups of a report being built, and the latencies by route for its totals."""
 
+    def __init__(self) -> None:
+        self.groups: dict[str, _Acc] = defaultdict(_Acc)
+        self.by_route: dict[str, Latencies] = defaultdict(Latencies)
+
+    def get(self, key: str) -> _Acc:
+        return self.groups[key]
+
+    def route_latency(self, route: str) -> Latencies:
+        return self.by_route[route]
+
+
+def _raw_ranges(since: datetime, until: datetime, start: datetime, end: datetime,
+                clean: set[datetime]) -> list[tuple[datetime, datetime]]:
+    """``[since, until)`` minus the clean hours in ``[start, end)``, as merged ranges."""
+    ranges: list[tuple[datetime, datetime]] = []
+
+    def take(a: datetime, b: datetime) -> None:
+        if a >= b:
+            return
+        if ranges and ranges[-1][1] == a:
+            ranges[-1] = (ranges[-1][0], b)
+        else:
+            ranges.append((a, b))
+
+    take(since, min(start, until))
+    hour = start
+    while hour < end:
+        if hour not in clean:
+            take(max(hour, since), min(hour + rollup.HOUR, until))
+        hour += rollup.HOUR
+    take(max(end, since), until)
+    return ranges
+
+
+async def build_report(engine: AsyncEngine, *, since: datetime, until: datetime | None = None,
+                       by: str = "day", refresh: bool = True) -> dict[str, Any]:
+    """The report for ledger rows with ``since <= ts < until``, grouped ``by`` one of GROUP_BY.
+
+    With ``refresh`` the dirty complete hours of the window are rolled up first (a no-op when the
+    rollups are current); without it, they are read from the raw rows (same numbers, slower)."""
+    now = datetime.now(UTC)
+    until = until or now
+    key = _key_column(by)
+    groups = Groups()
+    baseline_models: set[str] = set()
     async with engine.connect() as conn:
         if not await conn.run_sync(lambda c: sa.inspect(c).has_table(t.name)):
-            return _assemble(by, since, until, groups, route_lat, baseline_models)
-        shadow = t.c.would_route.is_not(None)
-        agg = sa.select(
-            key,
-            sa.func.count().label("requests"),
-            _count_if(t.c.status >= 400).label("errors"),
-            sa.func.coalesce(sa.func.sum(t.c.prompt_tokens), 0).label("prompt_tokens"),
-            sa.func.coalesce(sa.func.sum(t.c.completion_tokens), 0).label("completion_tokens"),
-            sa.func.coalesce(sa.func.sum(t.c.cost_usd), 0.0).label("cost"),
-            sa.func.coalesce(sa.func.sum(t.c.baseline_cost_usd), 0.0).label("baseline"),
-            _count_if(t.c.cache == "hit").label("cache_hits"),
-            _count_if(t.c.cache.in_(("hit", "miss"))).label("cache_lookups"),
-            _count_if(t.c.escalation.is_not(None)).label("escalations"),
-            _count_if(sa.or_(t.c.route == "slm", t.c.escalation.is_not(None))).label("slm_bound"),
-            _count_if(shadow).label("shadow_requests"),
-            _count_if(t.c.would_route == "slm").label("shadow_slm"),
-            _sum_if(shadow, sa.func.coalesce(t.c.shadow_cost_usd, t.c.cost_usd)).label("shadow_cost"),
-            _sum_if(shadow, t.c.baseline_cost_usd).label("shadow_baseline"),
-        ).where(where).group_by(key)
-        for row in (await conn.execute(agg)).mappings():
-            acc = groups[str(row["key"])]
-            for name, value in row.items():
-                if name != "key":
-                    acc.n[name] = float(value or 0)
-        by_route = sa.select(key, t.c.route, sa.func.count()).where(where).group_by(key, t.c.route)
-        for k, route, count in (await conn.execute(by_route)).all():
-            groups[str(k)].routes[str(route)] = int(count)
-        reasons = (sa.select(key, t.c.escalation, sa.func.count())
-                   .where(where, t.c.escalation.is_not(None)).group_by(key, t.c.escalation))
-        for k, reason, count in (await conn.execute(reasons)).all():
-            groups[str(k)].reasons[str(reason)] = int(count)
-        lat = sa.select(key, t.c.route, t.c.latency_ms).where(where, t.c.status < 400)
-        for k, route, ms in (await conn.execute(lat)).all():
-            groups[str(k)].latencies.append(float(ms))
-            route_lat[str(route)].append(float(ms))
-        models = sa.select(t.c.baseline_model).where(where).distinct()
-        baseline_models = sorted(str(m) for m in (await conn.execute(models)).scalars())
-    return _assemble(by, since, until, groups, route_lat, baseline_models)
+            return _assemble(by, since, until, groups, baseline_models)
+        use_rollups = await rollup.has_rollups(conn)
+    start, end = rollup.ceil_hour(since), rollup.floor_hour(min(until, now))
+    if use_rollups and refresh and start < end:
+        await rollup.refresh(engine, start=start, end=end)
+    async with engine.connect() as conn:
+        clean: set[datetime] = set()
+        if use_rollups and start < end:
+            horizon = await rollup.pruned_before(conn)
+            if horizon is not None and since < horizon:  # raw rows are gone there: whole hours only
+                start = rollup.floor_hour(since)
+            dirty = await rollup.dirty_hours(conn, start, end)
+            pruned_dirty = {h for h in dirty if horizon is not None and h + rollup.HOUR <= horizon}
+            hour = start
+            while hour < end:
+                if hour not in dirty:
+                    clean.add(hour)
+                hour += rollup.HOUR
+            if clean or pruned_dirty:
+                from gateway.reports.from_rollups import add_rollups
+
+                skip = set(dirty) - pruned_dirty
+                baseline_models |= await add_rollups(conn, by, start, end, skip, groups)
+        ranges = _raw_ranges(since, until, start, end, clean) if clean else [(since, until)]
+        if ranges:
+            from gateway.reports.from_raw import add_raw
+
+            where = sa.or_(*(sa.and_(t.c.ts >= a, t.c.ts < b) for a, b in ranges))
+            baseline_models |= await add_raw(conn, key, where, groups)
+    return _assemble(by, since, until, groups, baseline_models)
 
 
-def _assemble(by: str, since: datetime, until: datetime, groups: dict[str, _Acc],
-              route_lat: dict[str, list[float]], baseline_models: list[str]) -> dict[str, Any]:
+def _assemble(by: str, since: datetime, until: datetime, groups: Groups,
+              baseline_models: set[str]) -> dict[str, Any]:
     total = _Acc()
-    for acc in groups.values():
+    for acc in groups.groups.values():
         total.add(acc)
     totals = total.fields()
     totals["latency_by_route"] = {
-        route: {"requests": len(v), "p50_ms": _ms(percentile(v, 50)), "p95_ms": _ms(percentile(v, 95))}
-        for route, v in ((r, sorted(route_lat.get(r, []))) for r in ROUTES) if v}
-    out_groups = [{"key": k, **acc.fields()} for k, acc in groups.items()]
+        route: {"requests": lat.n, "p50_ms": _ms(lat.percentile(50)), "p95_ms": _ms(lat.percentile(95))}
+        for route, lat in ((r, groups.by_route.get(r)) for r in ROUTES) if lat is not None and lat.n}
+    out_groups = [{"key": k, **acc.fields()} for k, acc in groups.groups.items()]
     if by == "day":
         out_groups.sort(key=lambda g: g["key"])
     else:
@@ -209,7 +252,7 @@ def _assemble(by: str, since: datetime, until: datetime, groups: dict[str, _Acc]
         "since": since.isoformat(),
         "until": until.isoformat(),
         "generated_at": datetime.now(UTC).isoformat(),
-        "baseline_models": baseline_models,
+        "baseline_models": sorted(baseline_models),
         "shadow": totals["shadow_requests"] > 0,
         "totals": totals,
         "groups": out_groups,
