@@ -80,6 +80,10 @@ class KeyRing:
     def is_client_key(self, key: str) -> bool:
         return self._lookup(key) is not None
 
+    def is_admin(self, headers: Mapping[str, str]) -> bool:
+        key = bearer(headers)
+        return key is not None and any(hmac.compare_digest(key.encode(), k.encode()) for k in self._admin)
+
     def require_admin(self, headers: Mapping[str, str]) -> None:
         key = bearer(headers)
         if key is None:

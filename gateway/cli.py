@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -18,6 +18,7 @@ app.add_typer(config_app, name="config")
 def _mount() -> None:
     """Sub-commands owned by other packages; their modules import heavy libraries only when run."""
     from gateway.keys import cli as keys_cli
+    from gateway.ledger import cli as ledger_cli
     from gateway.reports import cli as reports_cli
     from router import cli as router_cli
     from serving import cli as serving_cli
@@ -25,6 +26,7 @@ def _mount() -> None:
     app.add_typer(router_cli.app, name="router")
     app.add_typer(serving_cli.app, name="serving")
     app.add_typer(keys_cli.app, name="keys")
+    app.add_typer(ledger_cli.app, name="ledger")
     app.command("report")(reports_cli.report)
 
 
@@ -89,11 +91,36 @@ def serve(
 
     policy = _load(config)
     assert isinstance(policy, Policy)
+    bind = host or policy.server.host
+    problem = open_gateway_problem(policy, bind)
+    if problem is not None:
+        typer.echo(f"error: {problem}", err=True)
+        raise typer.Exit(2)
     os.environ["SLMGW_CONFIG"] = str(config.resolve())
-    uvicorn.run("gateway.app:app_from_env", factory=True, host=host or policy.server.host,
+    uvicorn.run("gateway.app:app_from_env", factory=True, host=bind,
                 port=port or policy.server.port, workers=workers, log_level=log_level,
                 loop="uvloop", http="httptools", access_log=False, server_header=False,
                 proxy_headers=False)  # the gateway never reads client addresses: skip the middleware
+
+
+def open_gateway_problem(policy: Any, host: str) -> str | None:
+    """Refuse to serve without client keys on an address others can reach, unless ``auth.open`` says so;
+    warn whenever the gateway is open."""
+    import ipaddress
+
+    auth = policy.auth
+    if auth.api_keys or auth.key_store.enabled:
+        return None
+    try:
+        loopback = ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        loopback = host == "localhost"
+    typer.echo(f"warning: no client keys configured: the gateway answers anyone who can reach {host}", err=True)
+    if loopback or auth.open:
+        return None
+    return (f"no client keys are configured (auth.api_keys, auth.key_store) and {host} is not a loopback "
+            "address: anyone who can reach it could spend your provider budget. Add keys, bind 127.0.0.1, "
+            "or set auth.open: true to serve without keys on purpose.")
 
 
 @app.command()

@@ -7,7 +7,17 @@ fallback LLM. Both render as OpenAI's error body in one place (``gateway.app``).
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+_URL = re.compile(r"\b(?:https?|wss?|tcp|unix)://[^\s'\"<>),;]+", re.IGNORECASE)
+_HOST_PORT = re.compile(r"\b(?:\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]|localhost|[\w-]+(?:\.[\w-]+)+):\d{2,5}\b")
+
+
+def without_addresses(text: str) -> str:
+    """``text`` with URLs and host:port pairs replaced by ``<upstream>``: what a client may read of an
+    upstream's message."""
+    return _HOST_PORT.sub("<upstream>", _URL.sub("<upstream>", text))
 
 
 class GatewayError(Exception):
@@ -69,7 +79,10 @@ class RateLimited(ClientError):
 
 
 class UpstreamError(GatewayError):
-    """A backend failed; ``backend`` names it. Eligible for retry elsewhere or escalation."""
+    """A backend failed; ``backend`` names it. Eligible for retry elsewhere or escalation.
+
+    ``message`` is for the logs and the ledger (it may name replica URLs and quote the upstream); a
+    client reads only the route and the short reason (``body``)."""
 
     status = 502
     type = "api_error"
@@ -81,6 +94,11 @@ class UpstreamError(GatewayError):
         self.backend = backend
         self.reason = reason
 
+    def body(self) -> dict[str, Any]:
+        where = f" {self.backend!r}" if self.backend else ""
+        return {"error": {"message": f"The backend{where} failed ({self.reason}).", "type": self.type,
+                          "param": self.param, "code": self.code}}
+
 
 class UpstreamTimeout(UpstreamError):
     status = 504
@@ -88,13 +106,26 @@ class UpstreamTimeout(UpstreamError):
 
 
 class UpstreamClientError(GatewayError):
-    """A backend refused the request as invalid (its 4xx): the caller's problem, passed on as is."""
+    """A backend refused the request as invalid (its 4xx): the caller's problem. The refusal's text is
+    passed on (the client needs it to fix the request) without upstream addresses."""
 
     type = "invalid_request_error"
     code = "upstream_rejected"
 
+    def body(self) -> dict[str, Any]:
+        out = super().body()
+        out["error"]["message"] = without_addresses(self.message)
+        return out
+
 
 class NoBackendAvailable(GatewayError):
+    """Every target failed. ``message`` names the routes tried (``slm:sql, llm:llm``) and their reasons,
+    never addresses or upstream text; ``detail`` (logs and ledger only) has the last upstream message."""
+
     status = 503
     type = "api_error"
     code = "no_backend_available"
+
+    def __init__(self, message: str, *, detail: str = "", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.detail = detail

@@ -178,4 +178,7 @@ async def ready(request: Request) -> Response:
     # and says "degraded"; only a gateway that has not finished starting answers 503.
     degraded = sorted(name for name, c in checks.items()
                       if isinstance(c, dict) and (c.get("ok") is False or c.get("status") not in (None, "ok")))
-    return JSONResponse({"status": "degraded" if degraded else "ok", "degraded": degraded, "components": checks})
+    status = "degraded" if degraded else "ok"
+    if not services.keys.is_admin(request.headers):
+        return JSONResponse({"status": status})  # replicas, hosts and upstream errors: admin key only
+    return JSONResponse({"status": status, "degraded": degraded, "components": checks})

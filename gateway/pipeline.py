@@ -7,6 +7,7 @@ first event is fetched (by the dispatcher) before the response starts.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from starlette.responses import Response
 
 from gateway.asgi import EventStreamResponse
 from gateway.cache import CacheEntry, EntryMeta, ResponseCache, StreamRecorder, entry_from_completion
-from gateway.errors import GatewayError, ModelNotFound, NoBackendAvailable
+from gateway.errors import GatewayError, ModelNotFound, NoBackendAvailable, UpstreamError
 from gateway.records import RequestRecord
 from gateway.services import Services
 from router.base import Decision
@@ -26,6 +27,8 @@ from serving.dispatch import Answer, Kind, Target
 if TYPE_CHECKING:
     from gateway.costs import Cost
     from gateway.ledger import Ledger
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -193,6 +196,8 @@ class Pipeline:
             yield b"data: [DONE]\n\n"
         except GatewayError as exc:
             # Bytes already went out, so the status can't change: end with an OpenAI-style error event.
+            if isinstance(exc, UpstreamError):
+                rec.extra["error_detail"] = exc.message[:500]
             rec.status, rec.error_code = exc.status, exc.code
             yield b"data: " + _json(exc.body()) + b"\n\n"
         except BaseException:
@@ -250,6 +255,10 @@ class Pipeline:
 
     def _finish_error(self, rec: RequestRecord, ctx: RequestContext, exc: GatewayError) -> None:
         rec.status, rec.error_code = exc.status, exc.code
+        detail = getattr(exc, "detail", None) or (exc.message if isinstance(exc, UpstreamError) else None)
+        if detail:  # upstream addresses and text: for the logs and the ledger, not for the client
+            rec.extra["error_detail"] = detail[:500]
+            log.warning("request %s failed: %s (%s)", rec.request_id, exc.message, detail[:500])
         self._finish(rec, ctx)
 
 

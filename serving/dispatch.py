@@ -128,8 +128,9 @@ class Dispatcher:
             answer.upstream_ms = (time.perf_counter() - t0) * 1000
             return answer
         names = ", ".join(f"{t.route}:{t.backend}" for t in targets)
-        detail = last.message if last else "no backend configured"
-        raise NoBackendAvailable(f"every backend failed ({names}); last error: {detail}")
+        why = ", ".join(reasons) or "no backend configured"
+        raise NoBackendAvailable(f"Every backend failed ({names}): {why}.",
+                                 detail=last.message if last else "no backend configured")
 
     async def _slm(self, kind: Kind, body: dict[str, Any], name: str, stream: bool) -> Answer:
         backend = self.policy.slm_backends[name]

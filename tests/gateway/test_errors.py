@@ -100,7 +100,7 @@ def test_all_backends_failed_is_503(client: Any, slm_upstream: StandinServer, ll
         client.chat.completions.create(model="auto", messages=[{"role": "user", "content": "sql query on a table"}])
     assert info.value.status_code == 503
     assert info.value.code == "no_backend_available"
-    assert "every backend failed" in info.value.message
+    assert "Every backend failed (slm:sql, llm:llm)" in info.value.message
     with pytest.raises(openai.APIStatusError) as info:
         client.chat.completions.create(model="auto", messages=MSG, stream=True)
     assert info.value.status_code == 503

@@ -86,7 +86,7 @@ def test_every_request_is_recorded_and_reported(make_policy: Callable[..., Polic
     assert 'slmgw_requests_total{domain="sql",endpoint="chat",route="slm",status="200"} 1.0' in metrics.text
     assert 'slmgw_backend_up{backend="sql",kind="slm"} 1.0' in metrics.text
     assert httpx.get(f"{gw.url}/metrics", timeout=10).status_code == 401
-    ready = httpx.get(f"{gw.url}/health/ready", timeout=10).json()
+    ready = httpx.get(f"{gw.url}/health/ready", headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10).json()
     assert ready["components"]["ledger"]["ok"] is True
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import openai
 import httpx
 import pytest
 
 from gateway.background import BackgroundGateway
 from serving.standin import StandinServer
-from tests.conftest import API_KEY
+from tests.conftest import ADMIN_KEY, API_KEY
 
 SQL = [{"role": "user", "content": "Write a SQL query joining the orders table with customers."}]
 GENERAL = [{"role": "user", "content": "Suggest a name for a golden retriever puppy."}]
@@ -159,7 +160,7 @@ def test_readiness_reports_a_dead_slm_as_degraded_but_stays_ready(make_policy: A
     dead = f"http://127.0.0.1:{free_port()}/v1"
     gw = start_gateway(make_policy(slm_backends={n: {"base_url": dead, "model": n}
                                                  for n in ("sql", "code", "support", "math")}))
-    resp = httpx.get(gw.url + "/health/ready")
+    resp = httpx.get(gw.url + "/health/ready", headers={"authorization": f"Bearer {ADMIN_KEY}"})
     assert resp.status_code == 200
     assert resp.json()["status"] == "degraded" and resp.json()["degraded"] == ["slm"]
 
@@ -182,3 +183,30 @@ def test_slm_unreachable_escalates(make_policy: Any, start_gateway: Any) -> None
 def test_health(gateway: BackgroundGateway, path: str) -> None:
     resp = httpx.get(gateway.url + path)
     assert resp.status_code == 200 and resp.json()["status"] == "ok"
+
+
+def test_internals_need_the_admin_key(make_policy: Any, start_gateway: Any) -> None:
+    from openai import OpenAI
+
+    from gateway.background import free_port
+
+    port = free_port()
+    dead = f"http://127.0.0.1:{port}/v1"
+    gw = start_gateway(make_policy(
+        slm_backends={n: {"base_url": dead, "model": n} for n in ("sql", "code", "support", "math")},
+        llm_backends={"llm": {"model": "openai/gpt-4o-mini", "api_base": f"http://127.0.0.1:{port}/v1",
+                              "api_key": "upstream-key", "timeout_s": 5, "max_retries": 0}}))
+    public = httpx.get(gw.url + "/health/ready", headers={"authorization": f"Bearer {API_KEY}"})
+    assert public.status_code == 200 and public.json() == {"status": "degraded"}
+    assert str(port) not in public.text
+    full = httpx.get(gw.url + "/health/ready", headers={"authorization": f"Bearer {ADMIN_KEY}"})
+    assert dead in full.text and full.json()["degraded"] == ["slm"]
+    # Every backend down: the 503 names the routes and reasons, never an address or an upstream's text.
+    client = OpenAI(base_url=gw.base_url, api_key=API_KEY, max_retries=0)
+    for stream in (False, True):
+        with pytest.raises(openai.APIStatusError) as info:
+            client.chat.completions.create(model="auto", messages=SQL, stream=stream)
+        assert info.value.status_code == 503
+        message = info.value.body["message"] if isinstance(info.value.body, dict) else str(info.value.body)
+        assert "slm:sql" in message and "llm:llm" in message, message
+        assert str(port) not in message and "127.0.0.1" not in message and "Connection" not in message

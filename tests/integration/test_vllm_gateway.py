@@ -31,6 +31,7 @@ pytestmark = [pytest.mark.vllm, pytest.mark.timeout(600)]
 
 SQL = [{"role": "user", "content": "Write a SQL query that joins the orders table with customers."}]
 CODE = [{"role": "user", "content": "Fix the bug in this python function: def f(x): return x +"}]
+ADMIN_KEY = "sk-vllm-test-admin"
 KEYWORDS = {"sql": ["sql", "query", "table", "join"], "code": ["python", "function", "bug"],
             "support": ["refund", "account"], "math": ["solve", "equation"]}
 
@@ -57,6 +58,7 @@ def gateway(vllm: Vllm, llm_standin: StandinServer, tmp_path_factory: pytest.Tem
         "fallback": {"llm": "llm"},
         "cache": {"enabled": False},
         "ledger": {"url": f"sqlite+aiosqlite:///{tmp / 'ledger.sqlite'}"},
+        "auth": {"admin_keys": [ADMIN_KEY]},
     }, base_dir=str(tmp))
     with BackgroundGateway(policy) as gw:
         yield gw
@@ -95,7 +97,7 @@ def test_vllm_serves_every_adapter(vllm: Vllm, gateway: BackgroundGateway) -> No
     assert set(DEFAULT_ADAPTERS) <= ids
     listed = {m["id"]: m for m in httpx.get(f"{gateway.base_url}/models").json()["data"]}
     assert all(listed[n]["served_model"] == n for n in DEFAULT_ADAPTERS)
-    ready = httpx.get(f"{gateway.url}/health/ready").json()["components"]["slm"]
+    ready = httpx.get(f"{gateway.url}/health/ready", headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()["components"]["slm"]
     assert ready["status"] == "ok", ready
     assert ready["problems"] == []
 
@@ -125,13 +127,13 @@ def test_killed_vllm_escalates_then_recovers(vllm: Vllm, gateway: BackgroundGate
         assert headers["x-slmgw-domain"] == "sql"
         assert headers["x-slmgw-reason"].startswith("escalated slm_"), headers["x-slmgw-reason"]
         assert text.startswith("[stand-in gpt-4o-mini]")
-    ready = httpx.get(f"{gateway.url}/health/ready").json()["components"]["slm"]
+    ready = httpx.get(f"{gateway.url}/health/ready", headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()["components"]["slm"]
     assert ready["backends"]["sql"]["state"] == "down"
 
     vllm.start()  # same port; the gateway's breaker probes it again within max_backoff_s
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        ready = httpx.get(f"{gateway.url}/health/ready").json()["components"]["slm"]
+        ready = httpx.get(f"{gateway.url}/health/ready", headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()["components"]["slm"]
         if ready["backends"]["sql"]["state"] == "up":
             break
         time.sleep(0.5)

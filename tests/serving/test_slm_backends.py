@@ -16,7 +16,7 @@ from gateway.config import Policy
 from serving.escalation import output_tokens, prompt_bounds, unsupported_feature
 from serving.health import Replica
 from serving.standin import StandinServer
-from tests.conftest import API_KEY
+from tests.conftest import ADMIN_KEY, API_KEY
 
 SQL = [{"role": "user", "content": "Write a SQL query joining the orders table with customers."}]
 DOMAINS = ("sql", "code", "support", "math")
@@ -41,7 +41,7 @@ def chat(gw: BackgroundGateway, messages: list[dict[str, Any]] = SQL, **body: An
 
 
 def ready(gw: BackgroundGateway) -> dict[str, Any]:
-    data: dict[str, Any] = httpx.get(f"{gw.url}/health/ready").json()["components"]["slm"]
+    data: dict[str, Any] = httpx.get(f"{gw.url}/health/ready", headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()["components"]["slm"]
     return data
 
 
