@@ -19,6 +19,7 @@ def _mount() -> None:
     """Sub-commands owned by other packages; their modules import heavy libraries only when run."""
     from gateway.keys import cli as keys_cli
     from gateway.ledger import cli as ledger_cli
+    from gateway.ledger import cli as ledger_cli
     from gateway.reports import cli as reports_cli
     from router import cli as router_cli
     from serving import cli as serving_cli
@@ -26,6 +27,7 @@ def _mount() -> None:
     app.add_typer(router_cli.app, name="router")
     app.add_typer(serving_cli.app, name="serving")
     app.add_typer(keys_cli.app, name="keys")
+    app.add_typer(ledger_cli.app, name="ledger")
     app.add_typer(ledger_cli.app, name="ledger")
     app.command("report")(reports_cli.report)
 

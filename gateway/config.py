@@ -346,6 +346,9 @@ class LedgerConfig(_Strict):
     """Bring the ledger's schema to the shipped revision at start-up. The gateway reads the revision
     itself; only when it is behind (or the tables are missing) does it run the alembic migrations, in a
     short-lived child process (`python -m gateway.ledger`), so serving workers never load alembic."""
+    retention_days: float | None = Field(default=None, gt=0)
+    """Keep raw rows this many days; `slmgw ledger prune` deletes older ones after rolling their hours
+    up (reports over older time then come from the hourly rollups, which are kept). None keeps all."""
 
 
 class CostsConfig(_Strict):
