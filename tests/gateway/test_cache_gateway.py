@@ -23,6 +23,8 @@ from gateway.config import Policy
 from serving.standin import StandinServer
 from tests.conftest import ADMIN_KEY, API_KEY, API_KEY_B
 
+ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
+
 try:
     from tests.gateway.test_cache_backends import REDIS_URL, RedisServer, free_port
 except ImportError:  # pytest's rootdir-less import mode
@@ -307,7 +309,7 @@ def test_redis_outage_mid_test(make_policy: Callable[..., Policy],
             assert answer["choices"][0]["message"]["content"]
             assert (h["x-slmgw-cache"], h["x-slmgw-route"]) == ("bypass", "slm")
             assert time.perf_counter() - t0 < 2.0
-        ready = httpx.get(f"{gw.url}/health/ready", headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()
+        ready = httpx.get(f"{gw.url}/health/ready", headers=ADMIN).json()
         assert ready["components"]["cache"]["ok"] is False
         assert ready["components"]["cache"]["state"] == "down"
         server.start()  # same port, empty
@@ -317,7 +319,7 @@ def test_redis_outage_mid_test(make_policy: Callable[..., Policy],
             time.sleep(0.1)
         time.sleep(0.05)
         assert chat(client)[1]["x-slmgw-cache"] == "hit"
-        assert httpx.get(f"{gw.url}/health/ready", headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()["components"]["cache"]["ok"] is True
+        assert httpx.get(f"{gw.url}/health/ready", headers=ADMIN).json()["components"]["cache"]["ok"] is True
     finally:
         server.stop()
 
@@ -328,7 +330,7 @@ def test_in_process_cache_without_redis(make_policy: Callable[..., Policy],
     client = sdk(gw)
     assert chat(client)[1]["x-slmgw-cache"] == "miss"
     assert chat(client)[1]["x-slmgw-cache"] == "hit"
-    assert httpx.get(f"{gw.url}/health/ready", headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()["components"]["cache"]["backend"] == "memory"
+    assert httpx.get(f"{gw.url}/health/ready", headers=ADMIN).json()["components"]["cache"]["backend"] == "memory"
 
 
 def test_disabled_cache_says_bypass(client: Any) -> None:

@@ -19,6 +19,8 @@ from gateway.limits import RateLimiter, _duration, estimate_tokens
 from serving.standin import StandinServer
 from tests.conftest import ADMIN_KEY, API_KEY, API_KEY_B
 
+ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
+
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
@@ -194,7 +196,7 @@ def test_redis_down_fails_open(make_policy: Callable[..., Policy],
     gw = start_gateway(make_policy(limits=limits))
     statuses = [_chat(gw).status_code for _ in range(4)]
     assert statuses == [200] * 4  # over the limit of 1, but the limiter cannot be asked: pass
-    health = httpx.get(f"{gw.url}/health/ready", headers={"authorization": f"Bearer {ADMIN_KEY}"}, timeout=10).json()["components"]["limits"]
+    health = httpx.get(f"{gw.url}/health/ready", headers=ADMIN, timeout=10).json()["components"]["limits"]
     assert health["redis"] == "down" and health["fail_open"] >= 4
     metrics = httpx.get(f"{gw.url}/metrics", headers={"authorization": "Bearer sk-test-admin"}, timeout=10).text
     assert "slmgw_limits_fail_open_total 4.0" in metrics

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import openai
 import httpx
+import openai
 import pytest
 
 from gateway.background import BackgroundGateway

@@ -32,6 +32,7 @@ pytestmark = [pytest.mark.vllm, pytest.mark.timeout(600)]
 SQL = [{"role": "user", "content": "Write a SQL query that joins the orders table with customers."}]
 CODE = [{"role": "user", "content": "Fix the bug in this python function: def f(x): return x +"}]
 ADMIN_KEY = "sk-vllm-test-admin"
+ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
 KEYWORDS = {"sql": ["sql", "query", "table", "join"], "code": ["python", "function", "bug"],
             "support": ["refund", "account"], "math": ["solve", "equation"]}
 
@@ -97,7 +98,7 @@ def test_vllm_serves_every_adapter(vllm: Vllm, gateway: BackgroundGateway) -> No
     assert set(DEFAULT_ADAPTERS) <= ids
     listed = {m["id"]: m for m in httpx.get(f"{gateway.base_url}/models").json()["data"]}
     assert all(listed[n]["served_model"] == n for n in DEFAULT_ADAPTERS)
-    ready = httpx.get(f"{gateway.url}/health/ready", headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()["components"]["slm"]
+    ready = httpx.get(f"{gateway.url}/health/ready", headers=ADMIN).json()["components"]["slm"]
     assert ready["status"] == "ok", ready
     assert ready["problems"] == []
 
@@ -127,13 +128,13 @@ def test_killed_vllm_escalates_then_recovers(vllm: Vllm, gateway: BackgroundGate
         assert headers["x-slmgw-domain"] == "sql"
         assert headers["x-slmgw-reason"].startswith("escalated slm_"), headers["x-slmgw-reason"]
         assert text.startswith("[stand-in gpt-4o-mini]")
-    ready = httpx.get(f"{gateway.url}/health/ready", headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()["components"]["slm"]
+    ready = httpx.get(f"{gateway.url}/health/ready", headers=ADMIN).json()["components"]["slm"]
     assert ready["backends"]["sql"]["state"] == "down"
 
     vllm.start()  # same port; the gateway's breaker probes it again within max_backoff_s
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        ready = httpx.get(f"{gateway.url}/health/ready", headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()["components"]["slm"]
+        ready = httpx.get(f"{gateway.url}/health/ready", headers=ADMIN).json()["components"]["slm"]
         if ready["backends"]["sql"]["state"] == "up":
             break
         time.sleep(0.5)

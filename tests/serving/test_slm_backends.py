@@ -18,6 +18,8 @@ from serving.health import Replica
 from serving.standin import StandinServer
 from tests.conftest import ADMIN_KEY, API_KEY
 
+ADMIN = {"authorization": f"Bearer {ADMIN_KEY}"}
+
 SQL = [{"role": "user", "content": "Write a SQL query joining the orders table with customers."}]
 DOMAINS = ("sql", "code", "support", "math")
 
@@ -41,7 +43,7 @@ def chat(gw: BackgroundGateway, messages: list[dict[str, Any]] = SQL, **body: An
 
 
 def ready(gw: BackgroundGateway) -> dict[str, Any]:
-    data: dict[str, Any] = httpx.get(f"{gw.url}/health/ready", headers={"authorization": f"Bearer {ADMIN_KEY}"}).json()["components"]["slm"]
+    data: dict[str, Any] = httpx.get(f"{gw.url}/health/ready", headers=ADMIN).json()["components"]["slm"]
     return data
 
 
