@@ -106,7 +106,7 @@ class TfidfFeaturizer:
         """Character n-gram ids, keyed without the ``"c"`` prefix."""
         self._slices: dict[int, list[slice]] = {}
         self.idf: FloatArray = np.zeros(0, dtype=np.float32)
-        self._terms: npt.NDArray[np.str_] | None = None
+        self._terms: list[str] | None = None
 
     @property
     def vocab(self) -> dict[str, int]:
@@ -228,14 +228,13 @@ class TfidfFeaturizer:
         idx, val, known = self._sparse(parts)
         return (idx, val), known
 
-    def terms(self) -> npt.NDArray[np.str_]:
+    def terms(self) -> list[str]:
         """Column -> n-gram as ``analyze`` spells it (built on first use, for explanations only)."""
         if self._terms is None or len(self._terms) != len(self.idf):
-            vocab = self.vocab
-            terms = np.empty(len(vocab), dtype=object)
-            for term, j in vocab.items():
+            terms = [""] * len(self.idf)
+            for term, j in self.vocab.items():
                 terms[j] = term
-            self._terms = terms.astype(str)
+            self._terms = terms
         return self._terms
 
     def arrays(self) -> dict[str, np.ndarray]:

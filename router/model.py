@@ -129,10 +129,11 @@ class RouterModel:
             return probs, known, []
         k = int(probs.argmax())
         push = val * (cols[k] - cols.mean(axis=0))
-        order = np.argsort(-push)[:EXPLAIN_FEATURES]
-        return probs, known, _words_pushed(parts, [(str(t), float(p)) for t, p in
-                                                   zip(self.featurizer.terms()[idx[order]], push[order],
-                                                       strict=True) if p > 0], top)
+        n = min(EXPLAIN_FEATURES, len(push))
+        order = np.argpartition(-push, n - 1)[:n] if n < len(push) else np.arange(n)
+        terms = self.featurizer.terms()
+        pairs = [(terms[j], p) for j, p in zip(idx[order].tolist(), push[order].tolist(), strict=True) if p > 0]
+        return probs, known, _words_pushed(parts, pairs, top)
 
     def predict_proba(self, texts: Sequence[str]) -> FloatArray:
         """Probabilities for many texts at once (rows follow ``labels``)."""
@@ -218,12 +219,15 @@ class RouterModel:
             self.manifest["calibration"] = note
 
 
-EXPLAIN_FEATURES = 40  # strongest features attributed to words in an explanation
+EXPLAIN_FEATURES = 16  # strongest features attributed to words in an explanation
+EXPLAIN_CHARS = 1500
 _TOKEN = re.compile(r"\w+|[^\w\s]+")
 
 
 def _words_pushed(parts: Parts, pushes: list[tuple[str, float]], top: int) -> list[tuple[str, float]]:
-    text = " " + " \n ".join(normalize(t) for t, _ in parts) + " "
+    # character n-grams are placed in the latest turn's first characters only (where the featurizer
+    # reads most of them); word n-grams need no placing
+    text = " " + normalize(parts[0][0][:EXPLAIN_CHARS]) + " "
     spans = [(m.start(), m.end(), m.group()) for m in _TOKEN.finditer(text)]
     starts = [a for a, _, _ in spans]
     score: dict[str, float] = {}

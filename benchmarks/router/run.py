@@ -1,6 +1,7 @@
 """Router benchmark: routing quality and speed per featurizer, and the CLINC150 protocol.
 
-    .venv/bin/python -m benchmarks.router [--featurizers tfidf,minilm] [--clinc-test FILE] [--json OUT]
+    .venv/bin/python -m benchmarks.router [--loso-only | --no-loso]
+        [--featurizers tfidf,minilm] [--clinc-test FILE] [--json OUT]
         [--recipe chat|plain] [--chat-weight 20] [--char-ngrams 2-5] [--no-general] [--no-code] [--no-project]
         [--threshold-rule lagrange|shared|total|band:D]
 
@@ -257,7 +258,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scale", type=float, default=1.0, help="fraction of the training pool to use")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/slmgw-router-bench"))
+    ap.add_argument("--loso", action=argparse.BooleanOptionalAction, default=True,
+                    help="first the leave-one-source-out headline (benchmarks/router/loso.py; default on)")
+    ap.add_argument("--loso-only", action="store_true", help="only the leave-one-source-out headline")
     args = ap.parse_args(argv)
+    if args.loso or args.loso_only:
+        from benchmarks.router import loso
+
+        loso_args = ["--calls", str(args.calls), "--workdir", str(args.workdir)]
+        if args.json:
+            loso_args += ["--json", str(args.json.with_name(args.json.stem + "-loso.json"))]
+        code = loso.main(loso_args)
+        if code or args.loso_only:
+            return code
     if not data_dir().is_dir():
         console.print(f"no data at {data_dir()} (set SLMGW_DATA_DIR)")
         return 2
