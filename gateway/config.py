@@ -155,6 +155,10 @@ class SlmBackend(_Strict):
     """Time allowed for a whole answer, and for a stream between two events (a stream may run longer as
     long as it keeps moving). On expiry before anything reached the client the request escalates to the
     fallback LLM; later, the stream ends with an error event."""
+    max_response_bytes: int = Field(32 * 1024 * 1024, ge=1024)
+    """Largest answer body, and largest single stream event, read from this SLM; a larger one is an
+    upstream failure (`slm_response_too_large`) and the request escalates, so a misbehaving server
+    cannot grow the gateway's memory."""
     connect_timeout_s: float = Field(2.0, gt=0)
     """Connect timeout; a refused or slow connection escalates quickly."""
     api_key: str | None = None

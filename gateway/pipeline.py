@@ -172,8 +172,8 @@ class Pipeline:
                 for event in batch:
                     raw = event.raw
                     if raw is not None and b'"usage"' not in raw:  # nothing to read or edit: as received
-                        if keep is not None:  # CACHE: the chunk as the upstream sent it
-                            keep.add(event.data())
+                        if keep is not None and not keep.add(event.data(), len(raw)):  # CACHE: as sent
+                            keep = None  # over max_entry_bytes: this stream will not be stored
                         out.append(b"data: " + raw + b"\n\n")
                         continue
                     chunk = event.data()
@@ -181,8 +181,8 @@ class Pipeline:
                     if usage:
                         rec.prompt_tokens = int(usage.get("prompt_tokens") or 0)
                         rec.completion_tokens = int(usage.get("completion_tokens") or 0)
-                    if keep is not None:  # CACHE: the chunk as the upstream sent it (usage included)
-                        keep.add(chunk)
+                    if keep is not None and not keep.add(chunk):  # CACHE: as sent (usage included)
+                        keep = None
                     if not wants_usage:
                         if "usage" in chunk:
                             if not chunk.get("choices"):

@@ -34,6 +34,10 @@ class HttpError(Exception):
     """The connection failed, closed early, or the response could not be parsed."""
 
 
+class BodyTooLarge(HttpError):
+    """The response body is larger than the caller accepts."""
+
+
 @dataclass(frozen=True, slots=True)
 class Origin:
     scheme: str
@@ -212,14 +216,24 @@ class Response:
                 return value
         return None
 
-    async def read(self) -> bytes:
+    async def read(self, max_bytes: int | None = None) -> bytes:
+        """The whole body. Over ``max_bytes`` it raises ``BodyTooLarge`` and drops the connection, having
+        kept at most about ``max_bytes`` in memory."""
         conn = self._conn
         chunks: list[bytes] = []
+        size = 0
         try:  # the deadline armed when the request was sent covers the whole answer
+            declared = self.header(b"content-length")
+            if max_bytes is not None and declared is not None and declared.isdigit() and int(declared) > max_bytes:
+                raise BodyTooLarge(f"response body of {int(declared)} bytes is over the limit of {max_bytes}")
             while True:
                 await conn.more()
                 if conn.body:
-                    chunks.append(conn.take_body())
+                    piece = conn.take_body()
+                    size += len(piece)
+                    if max_bytes is not None and size > max_bytes:
+                        raise BodyTooLarge(f"response body is over the limit of {max_bytes} bytes")
+                    chunks.append(piece)
                 if conn.error is not None:
                     raise conn.error
                 if conn.complete:

@@ -18,7 +18,7 @@ import orjson
 
 from gateway.config import SlmBackend
 from gateway.errors import UpstreamError, UpstreamTimeout
-from serving.http1 import Http1Client, HttpError, Response
+from serving.http1 import BodyTooLarge, Http1Client, HttpError, Response
 
 
 class SlmClient:
@@ -70,7 +70,9 @@ class SlmClient:
         """POST a JSON body and return the 2xx response body; anything else raises UpstreamError."""
         resp = await self._open(backend, base_url, path, body)
         try:
-            return await resp.read()
+            return await resp.read(backend.max_response_bytes)
+        except BodyTooLarge as exc:
+            raise UpstreamError(f"SLM at {base_url}: {exc}", reason="slm_response_too_large") from None
         except TimeoutError:
             raise UpstreamTimeout(f"SLM at {base_url} timed out", reason="slm_timeout") from None
         except HttpError as exc:
@@ -103,7 +105,8 @@ class SlmClient:
 
         async def events() -> AsyncIterator[list[bytes]]:
             try:
-                async with contextlib.aclosing(sse_batches(resp.iter_chunks())) as batches:
+                async with contextlib.aclosing(sse_batches(resp.iter_chunks(),
+                                                           backend.max_response_bytes)) as batches:
                     async for batch in batches:
                         if b"[DONE]" in batch:
                             if done := batch[:batch.index(b"[DONE]")]:
@@ -113,6 +116,8 @@ class SlmClient:
                         yield batch
             except TimeoutError:
                 raise UpstreamTimeout("SLM stream timed out", reason="slm_timeout") from None
+            except BodyTooLarge as exc:
+                raise UpstreamError(f"SLM stream: {exc}", reason="slm_response_too_large") from None
             except HttpError as exc:
                 raise UpstreamError(f"SLM stream broke: {exc}", reason="slm_stream_error") from None
             finally:
@@ -121,13 +126,17 @@ class SlmClient:
         return events()
 
 
-async def sse_batches(chunks: AsyncIterator[bytes]) -> AsyncGenerator[list[bytes], None]:
+async def sse_batches(chunks: AsyncIterator[bytes],
+                      max_event_bytes: int | None = None) -> AsyncGenerator[list[bytes], None]:
     """The non-empty ``data:`` payloads of a server-sent event stream, however its bytes are split: for
-    each piece received, the payloads completed by it (pieces that complete none yield nothing)."""
+    each piece received, the payloads completed by it (pieces that complete none yield nothing). A line
+    that grows past ``max_event_bytes`` without ending raises ``BodyTooLarge``."""
     rest = b""
     async for chunk in chunks:
         rest += chunk
         if b"\n" not in chunk:
+            if max_event_bytes is not None and len(rest) > max_event_bytes:
+                raise BodyTooLarge(f"a stream event is over the limit of {max_event_bytes} bytes")
             continue
         *lines, rest = rest.split(b"\n")
         batch = [payload for line in lines if line.startswith(b"data:") and (payload := line[5:].strip())]

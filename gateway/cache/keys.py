@@ -37,7 +37,7 @@ IGNORED_FIELDS: frozenset[str] = frozenset({
 })
 """Top-level request fields that never change the answer."""
 
-KEY_VERSION = "1"
+KEY_VERSION = "2"
 """Bumped when the canonical form changes, so old entries are simply never found again."""
 
 
@@ -75,6 +75,14 @@ def canonical_body(body: Mapping[str, Any]) -> dict[str, Any]:
 def canonical_json(body: Mapping[str, Any]) -> bytes:
     """Canonical JSON bytes of ``canonical_body(body)``: sorted keys, no insignificant whitespace."""
     return orjson.dumps(canonical_body(body), option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+
+
+def cache_scope(namespaces: Mapping[str, str], tenant: str) -> str:
+    """The namespace a tenant's answers live in: ``ns:ALIAS`` for a tenant the policy maps to a shared
+    alias, ``tenant:NAME`` otherwise. The two never meet, so no tenant name (``shared``, ``ns:shared``)
+    can read or fill a shared alias's entries."""
+    alias = namespaces.get(tenant)
+    return f"ns:{alias}" if alias is not None else f"tenant:{tenant}"
 
 
 def cache_key(prefix: str, namespace: str, kind: EndpointKind, body: Mapping[str, Any]) -> str:

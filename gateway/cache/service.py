@@ -14,11 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import orjson
+
 from gateway.cache.assemble import assemble_chat, assemble_text
 from gateway.cache.backend import CacheBackend, CacheStats
 from gateway.cache.control import parse_control
 from gateway.cache.entry import CacheEntry, EntryMeta, entry_tokens
-from gateway.cache.keys import EndpointKind, cache_key, is_deterministic
+from gateway.cache.keys import EndpointKind, cache_key, cache_scope, is_deterministic
 from gateway.cache.memory import MemoryBackend
 from gateway.config import CacheConfig
 
@@ -97,7 +99,7 @@ class ResponseCache:
         reason = ("nondeterministic" if not cacheable else
                   ",".join(r for r, on in (("no-cache", ctl.no_cache), ("no-store", ctl.no_store)) if on))
         # The key (canonical JSON + sha256 of the whole request) is only worth computing if it is used.
-        key = cache_key(cfg.key_prefix, cfg.namespaces.get(tenant, tenant), kind, body) if read or write else ""
+        key = cache_key(cfg.key_prefix, cache_scope(cfg.namespaces, tenant), kind, body) if read or write else ""
         return CachePlan(kind, key, read, write, deterministic, ttl, reason)
 
     async def lookup(self, plan: CachePlan) -> Lookup:
@@ -187,18 +189,31 @@ class StreamRecorder:
     """Collects a stream's chunks as they pass to the client and stores the answer once it ended
     normally. ``add`` keeps a shallow copy, so the caller may strip fields from the chunk it sends."""
 
-    __slots__ = ("_cache", "_chunks", "_meta", "_plan")
+    __slots__ = ("_cache", "_chunks", "_left", "_meta", "_plan")
 
     def __init__(self, cache: ResponseCache, plan: CachePlan, meta: EntryMeta) -> None:
         self._cache, self._plan, self._meta = cache, plan, meta
         self._chunks: list[dict[str, Any]] = []
+        self._left = cache.config.max_entry_bytes
+        """Bytes of chunks still allowed; below zero the stream cannot be stored and nothing is kept."""
 
-    def add(self, chunk: Mapping[str, Any]) -> None:
+    def add(self, chunk: Mapping[str, Any], size: int | None = None) -> bool:
+        """Keep a chunk (``size``: its JSON length, when the caller knows it). False once the stream has
+        passed ``max_entry_bytes``: the chunks are let go at once, and the caller may stop calling."""
+        if self._left < 0:
+            return False
+        self._left -= size if size is not None else len(orjson.dumps(chunk))
+        if self._left < 0:
+            self._chunks.clear()  # memory stays bounded by max_entry_bytes, however long the stream
+            self._cache.backend.stats.too_large += 1
+            return False
         self._chunks.append(dict(chunk))
+        return True
 
     def finish(self) -> None:
         """The upstream stream ended without an error: store it (in the background)."""
-        self._cache.store_soon(self._plan, entry_from_chunks(self._plan.kind, self._chunks, self._meta))
+        if self._left >= 0:
+            self._cache.store_soon(self._plan, entry_from_chunks(self._plan.kind, self._chunks, self._meta))
 
 
 def is_complete(entry: CacheEntry) -> bool:

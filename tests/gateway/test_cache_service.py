@@ -106,6 +106,36 @@ async def test_tenants_are_isolated_unless_they_share_a_namespace() -> None:
     assert (await cache.lookup(cache.plan("chat", "t4", BODY))).outcome == "miss"
 
 
+async def test_a_tenant_named_like_a_shared_alias_cannot_reach_it() -> None:
+    cache = make(namespaces={"t2": "shared", "t3": "shared"})
+    await cache.store(cache.plan("chat", "t2", BODY), entry())
+    for tenant in ("shared", "ns:shared", "tenant:shared", "shared:chat"):
+        assert (await cache.lookup(cache.plan("chat", tenant, BODY))).outcome == "miss", tenant
+    await cache.store(cache.plan("chat", "shared", BODY), entry())  # nor can it fill the alias's entries
+    assert (await cache.lookup(cache.plan("chat", "t3", BODY))).outcome == "hit"  # t2's entry, not "shared"'s
+    assert len({cache.plan("chat", t, BODY).key for t in ("t2", "t3", "shared", "ns:shared")}) == 3
+
+
+async def test_a_stream_over_max_entry_bytes_is_let_go_as_it_passes() -> None:
+    cache = make(max_entry_bytes=2048)
+    plan = cache.plan("chat", "t", BODY)
+    rec = cache.recorder(plan, EntryMeta(route="slm", domain="sql"))
+    assert rec is not None
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+             "choices": [{"index": 0, "delta": {"content": "x" * 100}, "finish_reason": None}]}
+    kept = 0
+    while rec.add(chunk):
+        kept += 1
+        assert kept < 100, "the recorder never stopped"
+    assert 6 <= kept <= 10  # about 2048 bytes of ~230-byte chunks
+    assert rec._chunks == []  # released at once, not at the end of the stream
+    assert rec.add(chunk) is False and rec._chunks == []
+    rec.finish()
+    await cache.drain()
+    assert (await cache.lookup(plan)).outcome == "miss"
+    assert cache.stats.too_large == 1
+
+
 async def test_endpoint_kinds_are_separate() -> None:
     cache = make()
     await cache.store(cache.plan("chat", "t", BODY), entry())
@@ -189,7 +219,7 @@ async def test_redis_backed_round_trip_with_domain_ttl() -> None:
                                                   domain_ttl_s={"sql": 42}, redis_op_timeout_ms=500))
     try:
         plan = cache.plan("chat", "acme", BODY, domain="sql")
-        assert plan.key.startswith(prefix + "acme:chat:")
+        assert plan.key.startswith(prefix + "tenant:acme:chat:")
         assert (await cache.lookup(plan)).outcome == "miss"
         assert await cache.store(plan, entry())
         assert (await cache.lookup(plan)).outcome == "hit"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from serving.http1 import Http1Client, HttpError
+from serving.http1 import BodyTooLarge, Http1Client, HttpError
 from serving.slm import sse_batches
 
 Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
@@ -382,3 +382,43 @@ async def test_ipv6_loopback() -> None:
         assert await (await Http1Client().request(f"http://[::1]:{port}/v1/x", b"{}")).read() == b"v6"
     finally:
         server.close()
+
+
+@pytest.mark.parametrize("declared", [True, False])
+async def test_a_body_over_the_cap_is_refused_and_not_held(declared: bool) -> None:
+    big = b"x" * 200_000
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        if declared:
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(big) + big)
+        else:  # chunked: the size is only known as it arrives
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+            for i in range(0, len(big), 10_000):
+                writer.write(b"%x\r\n%s\r\n" % (10_000, big[i:i + 10_000]))
+            writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    async with Server(script) as server:
+        client = Http1Client()
+        resp = await client.request(server.url, b"{}")
+        with pytest.raises(BodyTooLarge):
+            await resp.read(max_bytes=50_000)
+        assert sum(len(q) for q in client._idle.values()) == 0, "a refused body's connection is not kept"
+        resp = await client.request(server.url, b"{}")
+        assert len(await resp.read(max_bytes=500_000)) == len(big)  # under the cap: read as usual
+        client.close()
+
+
+async def test_a_stream_event_that_never_ends_is_refused() -> None:
+    async def pieces() -> AsyncIterator[bytes]:
+        yield b'data: {"i": 0}\n\n'
+        for _ in range(100):
+            yield b"data: " + b"y" * 1000  # no newline: one event growing forever
+
+    got: list[bytes] = []
+    with pytest.raises(BodyTooLarge):
+        async for batch in sse_batches(pieces(), max_event_bytes=20_000):
+            got.extend(batch)
+    assert got == [b'{"i": 0}']
