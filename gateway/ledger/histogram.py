@@ -75,10 +75,10 @@ def encode(values: Iterable[float]) -> bytes:
 
 
 def add_encoded(into: Counts, blob: bytes | None) -> None:
-    """Add an ``encode``d histogram to dense counts."""
+    """Add ``encode``d histograms (one, or several concatenated) to dense counts."""
     if blob:
         pairs = np.frombuffer(blob, dtype=_PAIR)
-        np.add.at(into, pairs["i"].astype(np.int64), pairs["n"].astype(np.int64))
+        into += np.bincount(pairs["i"], weights=pairs["n"], minlength=SIZE).astype(np.int64)
 
 
 def add_values(into: Counts, values: Iterable[float]) -> None:

@@ -1,9 +1,15 @@
-"""Report groups from the hourly rollup cells of clean hours (``gateway.ledger.rollup``)."""
+"""Report groups from the hourly rollup cells of clean hours (``gateway.ledger.rollup``).
+
+Sums are added up in SQL (one row per group x route x escalation x baseline model); latency histograms
+are streamed as bytes, collected per group and route, and merged once per group at the end (one
+``numpy.bincount``), so a month of cells costs little Python per cell.
+"""
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
@@ -17,32 +23,46 @@ if TYPE_CHECKING:
 _SUMS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost_usd", "baseline_cost_usd",
          "cache_hits", "cache_lookups", "shadow_requests", "shadow_slm", "shadow_cost_usd",
          "shadow_baseline_cost_usd")
+_BATCH = 20_000
+
+
+def _key(value: Any, by: str) -> str:
+    return "(none)" if value is None and by in ("domain", "model") else str(value)
 
 
 async def add_rollups(conn: AsyncConnection, by: str, start: datetime, end: datetime, skip: set[datetime],
                       groups: Groups) -> set[str]:
     """Add the cells of hours in ``[start, end)`` except ``skip`` to ``groups``; returns their baseline
-    models. Cells are streamed, so memory grows with the number of groups, not of cells."""
+    models."""
+    where = [r.c.hour >= start, r.c.hour < end]
+    if skip:
+        where.append(r.c.hour.not_in(sorted(skip)))
+    dims = (r.c[by], r.c.route, r.c.escalation, r.c.baseline_model)
+    sums = sa.select(*dims, *(sa.func.sum(r.c[c]).label(c) for c in _SUMS)).where(*where).group_by(*dims)
     baseline_models: set[str] = set()
-    q = sa.select(r.c.hour, r.c[by], r.c.route, r.c.escalation, r.c.baseline_model, *(r.c[c] for c in _SUMS),
-                  r.c.latency_n, r.c.latency_hist, r.c.latency_exact).where(r.c.hour >= start, r.c.hour < end)
-    result = await conn.stream(q)
-    async for row in result.mappings():
-        if skip and row["hour"] in skip:
-            continue
-        value = row[by]
-        acc = groups.get("(none)" if value is None and by in ("domain", "model") else str(value))
+    for row in (await conn.execute(sums)).mappings():
+        acc = groups.get(_key(row[by], by))
         acc.add_sums(row)
-        route, requests = str(row["route"]), int(row["requests"])
+        route, requests, escalation = str(row["route"]), int(row["requests"]), row["escalation"]
         acc.add_route(route, requests)
-        if row["escalation"] is not None:
-            acc.reasons[str(row["escalation"])] += requests
+        if escalation is not None:
+            acc.reasons[str(escalation)] += requests
             acc.n["escalations"] += requests
-        if route == "slm" or row["escalation"] is not None:
+        if route == "slm" or escalation is not None:
             acc.n["slm_bound"] += requests
-        n = int(row["latency_n"])
-        if n:
-            acc.latency.add_cell(n, row["latency_hist"], row["latency_exact"])
-            groups.route_latency(route).add_cell(n, row["latency_hist"], row["latency_exact"])
         baseline_models.add(str(row["baseline_model"]))
+
+    parts: dict[tuple[str, str], list[Any]] = defaultdict(lambda: [0, [], []])
+    lat = (sa.select(r.c[by], r.c.route, r.c.latency_n, r.c.latency_hist, r.c.latency_exact)
+           .where(*where, r.c.latency_n > 0).execution_options(yield_per=_BATCH))
+    result = await conn.stream(lat)
+    async for batch in result.partitions(_BATCH):
+        for value, route, n, hist, exact in batch:
+            p = parts[(_key(value, by), str(route))]
+            p[0] += n
+            p[1].append(hist)
+            p[2].append(exact)
+    for (key, route), (n, hists, exacts) in parts.items():
+        groups.get(key).latency.add_cells(n, hists, exacts)
+        groups.route_latency(route).add_cells(n, hists, exacts)
     return baseline_models

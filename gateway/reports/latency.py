@@ -41,15 +41,17 @@ class Latencies:
         if self._keep(len(values)) and self.exact is not None:
             self.exact.extend(values)
 
-    def add_cell(self, n: int, hist: bytes | None, exact: bytes | None) -> None:
+    def add_cells(self, n: int, hists: list[bytes], exacts: list[bytes | None]) -> None:
+        """Add rollup cells: ``n`` latencies in all, their encoded histograms and exact values (None for
+        a cell that kept only its histogram)."""
         if not n:
             return
         self.n += n
-        histogram.add_encoded(self.counts, hist)
-        if exact is None:
+        histogram.add_encoded(self.counts, b"".join(hists))
+        if any(e is None for e in exacts):
             self.exact = None
         elif self._keep(n) and self.exact is not None:
-            self.exact.extend(histogram.decode_exact(exact))
+            self.exact.extend(histogram.decode_exact(b"".join(e for e in exacts if e is not None)))
 
     def add(self, other: Latencies) -> None:
         if not other.n:

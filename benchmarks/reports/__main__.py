@@ -1,0 +1,5 @@
+import sys
+
+from benchmarks.reports.run import main
+
+sys.exit(main())
