@@ -58,9 +58,11 @@ class Sink(Protocol):
 
 
 def insert_sql(placeholder: str) -> str:
-    """``INSERT ... ON CONFLICT (id) DO NOTHING`` with ``placeholder % n`` for the n-th value (1-based)."""
+    """``INSERT ... ON CONFLICT DO NOTHING`` with ``placeholder % n`` for the n-th value (1-based). No
+    conflict target: the only unique key is the row's identity, ``(id)``, or ``(id, ts)`` when the table
+    is partitioned by time on PostgreSQL (docs/costs.md), and a replayed row repeats both."""
     marks = ", ".join(placeholder % (i + 1) if "%" in placeholder else placeholder for i in range(len(COLUMNS)))
-    return f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({marks}) ON CONFLICT (id) DO NOTHING"
+    return f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({marks}) ON CONFLICT DO NOTHING"
 
 
 def dirty_sql(placeholder: str) -> str:
