@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
-import pytest
 
 from gateway.costs import CostModel
 from gateway.ledger import Ledger
