@@ -172,3 +172,25 @@ def export_cmd(config: ConfigOpt = None, ledger_url: UrlOpt = None,
 
     n: Any = _run(url, base_dir, job)
     typer.echo(f"exported {n} rows", err=True)
+
+
+@app.command("serve-reports")
+def serve_reports(config: Annotated[Path, typer.Option("--config", "-c", help="Policy file.")],
+                  host: Annotated[str, typer.Option(help="Bind address.")] = "127.0.0.1",
+                  port: Annotated[int, typer.Option(help="Port.")] = 8081) -> None:
+    """Serve /admin/report and /admin/dashboard from a process of their own (admin keys from the
+    policy), so the serving workers never build reports."""
+    import uvicorn
+
+    from gateway.config import PolicyError, load_policy
+    from gateway.reports.server import create_reports_app
+
+    try:
+        policy = load_policy(config)
+    except PolicyError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(2) from None
+    if not policy.auth.admin_keys:
+        raise _fail("the policy has no auth.admin_keys: the report API would refuse every request")
+    uvicorn.run(create_reports_app(policy), host=host, port=port, loop="uvloop", http="httptools",
+                access_log=False, server_header=False)

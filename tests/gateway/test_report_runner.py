@@ -105,3 +105,24 @@ async def test_time_limit_gives_an_openai_shaped_503(ledger: Ledger) -> None:
         assert r.status_code == 200 and r.json()["totals"]["requests"] == 8
     finally:
         app.state.report_runner.close()
+
+
+async def test_reports_process_serves_only_the_reports(ledger: Ledger, tmp_path: Path) -> None:
+    from gateway.reports.server import create_reports_app
+
+    p = policy({"ledger": {"url": "sqlite:///ledger.sqlite"}, "auth": {"admin_keys": ["admin-secret"]}},
+               base_dir=str(tmp_path))
+    app = create_reports_app(p)
+    try:
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http:
+            r = await http.get("/admin/report?since=2025-06-14&until=2025-06-16&by=tenant",
+                               headers={"authorization": "Bearer admin-secret"})
+            assert r.status_code == 200 and r.json()["totals"]["cost_usd"] == pytest.approx(0.0247)
+            assert [g["key"] for g in r.json()["groups"]] == ["acme", "beta"]
+            r = await http.get("/admin/report?since=2025-06-14")
+            assert r.status_code == 401 and r.json()["error"]["code"] == "missing_api_key"
+            r = await http.post("/v1/chat/completions", json={"model": "x", "messages": []})
+            assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+            assert (await http.get("/admin/dashboard")).status_code == 200
+    finally:
+        app.state.report_runner.close()
