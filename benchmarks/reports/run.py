@@ -15,9 +15,10 @@ gateway's own sinks. Then, each in a fresh process (``benchmarks.reports.measure
 
 Time is wall time of the report call; extra memory is peak RSS minus RSS just before the call.
 Then, on one uvicorn worker (``benchmarks.reports.server``) with the real ``/admin/report`` (reports on
-the report thread), client requests (``GET /ping`` every 5 ms) are timed for ``--latency-s`` seconds
+a report process), client requests (``GET /ping`` every 5 ms) are timed for ``--latency-s`` seconds
 without and with a dashboard fetching a 30-day report every second (cycling through the five
-groupings, so the 5 s result cache never answers), and the same with the report built on the event loop.
+groupings, so the 5 s result cache never answers); the same with the runner's thread mode and with the
+report built on the event loop (as before).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ from typing import Any
 from benchmarks.reports.fill import fill
 
 BYS = ("day", "tenant", "domain")
+MODES = ("process", "thread", "loop")
+MODE_NAMES = {"process": "report process", "thread": "report thread", "loop": "event loop"}
 
 
 async def _migrate(url: str) -> None:
@@ -101,9 +104,9 @@ async def _client_latency(port: int, seconds: float, dashboard: bool) -> dict[st
             "report_s": statistics.median(reports) if reports else 0.0}
 
 
-def _serve_and_measure(url: str, seconds: float, on_loop: bool) -> dict[str, dict[str, float]]:
+def _serve_and_measure(url: str, seconds: float, mode: str) -> dict[str, dict[str, float]]:
     port = _free_port()
-    cmd = [sys.executable, "-m", "benchmarks.reports.server", url, str(port)] + (["--on-loop"] if on_loop else [])
+    cmd = [sys.executable, "-m", "benchmarks.reports.server", url, str(port), mode]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         import httpx
@@ -139,8 +142,8 @@ def bench_store(store: str, url: str, rows: int, days: float, latency_s: float, 
         result[f"rollups_{by}"] = _measure(url, "rollups", by, days)
     if latency_s > 0:
         print(f"{store}: client latency while the dashboard refreshes", file=sys.stderr)
-        result["latency_off_loop"] = _serve_and_measure(url, latency_s, on_loop=False)
-        result["latency_on_loop"] = _serve_and_measure(url, latency_s, on_loop=True)
+        for mode in MODES:
+            result[f"latency_{mode}"] = _serve_and_measure(url, latency_s, mode)
     return result
 
 
@@ -160,13 +163,14 @@ def _print(results: list[dict[str, Any]]) -> None:
         b = r["backfill"]
         print(f"| {r['store']} | {r['rows']:,} | {b['hours']} | {b['seconds']:.1f} | {b['extra_mb']:.0f} | "
               f"{r.get('fill_s', float('nan')):.0f} |")
-    if any("latency_off_loop" in r for r in results):
+    if any("latency_process" in r for r in results):
         print("\nClient GET /ping on the same worker, steady vs dashboard refreshing every second")
         print("| store | report runs | steady p50 / p99 ms | dashboard p50 / p99 / max ms | p99 ratio | "
               "report s (median) |")
         print("| --- | --- | --- | --- | --- | --- |")
         for r in results:
-            for name, key in (("report thread", "latency_off_loop"), ("event loop", "latency_on_loop")):
+            for mode in MODES:
+                key, name = f"latency_{mode}", MODE_NAMES[mode]
                 if key not in r:
                     continue
                 s, d = r[key]["steady"], r[key]["dashboard"]

@@ -1,8 +1,9 @@
 """The benchmark's serving worker: one uvicorn worker with the real ``/admin/report`` router (reports
-on the report thread) and ``GET /ping``, a client request that only needs the event loop. With
-``--on-loop`` the report is built on the event loop instead (as before issue 20), for comparison.
+in a report process) and ``GET /ping``, a client request that only needs the event loop. MODE
+``process`` (the default of ``/admin/report``), ``thread`` (the runner's thread mode) or ``loop`` (the
+report built on the event loop, as before issue 20), for comparison.
 
-    python -m benchmarks.reports.server URL PORT [--on-loop]
+    python -m benchmarks.reports.server URL PORT MODE
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from fastapi import FastAPI
 from starlette.responses import JSONResponse
 
 
-def build(url: str, on_loop: bool) -> FastAPI:
+def build(url: str, mode: str) -> FastAPI:
     from gateway.config import parse_policy
     from gateway.errors import GatewayError
     from gateway.ledger.store import create_engine, normalize_url
@@ -41,7 +42,7 @@ def build(url: str, on_loop: bool) -> FastAPI:
     async def ping() -> dict[str, bool]:
         return {"ok": True}
 
-    if on_loop:
+    if mode == "loop":
         @app.get("/admin/report")
         async def report_on_loop(since: str = "30d", by: str = "day") -> JSONResponse:
             from gateway.reports.compute import build_report
@@ -49,6 +50,9 @@ def build(url: str, on_loop: bool) -> FastAPI:
             data = await build_report(engine, since=datetime.now(UTC) - timedelta(days=float(since[:-1])), by=by)
             return JSONResponse(data)
     else:
+        from gateway.reports.runner import ReportRunner
+
+        app.state.report_runner = ReportRunner(normalize_url(url), mode="thread" if mode == "thread" else "process")
         app.include_router(router)
     return app
 
@@ -56,5 +60,5 @@ def build(url: str, on_loop: bool) -> FastAPI:
 if __name__ == "__main__":
     import uvicorn
 
-    uvicorn.run(build(sys.argv[1], "--on-loop" in sys.argv), host="127.0.0.1", port=int(sys.argv[2]),
+    uvicorn.run(build(sys.argv[1], sys.argv[3]), host="127.0.0.1", port=int(sys.argv[2]),
                 loop="uvloop", http="httptools", access_log=False, log_level="warning")

@@ -11,6 +11,7 @@ below the 1e-6 USD rounding). Latency percentiles are exact for small groups and
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections import defaultdict
@@ -26,6 +27,8 @@ from gateway.reports.latency import Latencies, percentile
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
+
+log = logging.getLogger("slmgw.reports")
 
 __all__ = ["GROUP_BY", "ROUTES", "ReportError", "build_report", "flat_rows", "parse_time", "percentile"]
 
@@ -205,7 +208,11 @@ async def build_report(engine: AsyncEngine, *, since: datetime, until: datetime 
         use_rollups = await rollup.has_rollups(conn)
     start, end = rollup.ceil_hour(since), rollup.floor_hour(min(until, now))
     if use_rollups and refresh and start < end:
-        await rollup.refresh(engine, start=start, end=end)
+        try:
+            await rollup.refresh(engine, start=start, end=end)
+        except Exception as exc:  # e.g. a read-only database user: dirty hours are read raw instead
+            log.warning("rolling up the report's hours failed (%s: %s); reading them from raw rows",
+                        type(exc).__name__, exc)
     async with engine.connect() as conn:
         clean: set[datetime] = set()
         if use_rollups and start < end:

@@ -4,6 +4,7 @@ by the time limit with an OpenAI-shaped 503."""
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -56,7 +57,7 @@ async def test_runner_builds_on_its_own_thread_and_caches(ledger: Ledger, monkey
         return await real(*args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(compute, "build_report", spy)
-    runner = ReportRunner(_url(ledger), ttl_s=60)
+    runner = ReportRunner(_url(ledger), mode="thread", ttl_s=60)
     try:
         key = ("2025-06-14", "2025-06-16", "day")
         first, second = await asyncio.gather(runner.report(key, SINCE, UNTIL, "day"),
@@ -73,8 +74,27 @@ async def test_runner_builds_on_its_own_thread_and_caches(ledger: Ledger, monkey
         runner.close()
 
 
+async def test_process_mode_builds_the_same_report_in_a_child_process(ledger: Ledger) -> None:
+    assert ledger.engine is not None
+    expected = await compute.build_report(ledger.engine, since=SINCE, until=UNTIL, by="domain")
+    runner = ReportRunner(_url(ledger), ttl_s=60)
+    try:
+        assert runner._pool is not None
+        got = await runner.report(("x", "y", "domain"), SINCE, UNTIL, "domain")
+        pids = list(runner._pool._processes)  # type: ignore[attr-defined]
+        assert len(pids) == 1 and pids[0] != os.getpid()
+        for rep in (expected, got):
+            rep.pop("generated_at")
+        assert got == expected
+        with pytest.raises(ReportTimeout):  # the limit applies in the child too
+            runner.timeout_s = 1e-6
+            await runner.report(("x", "y", "day"), SINCE, UNTIL, "day")
+    finally:
+        runner.close()
+
+
 async def test_time_limit_gives_an_openai_shaped_503(ledger: Ledger) -> None:
-    runner = ReportRunner(_url(ledger), timeout_s=1e-6)
+    runner = ReportRunner(_url(ledger), mode="thread", timeout_s=1e-6)
     try:
         with pytest.raises(ReportTimeout):
             await runner.report(("a", None, "day"), SINCE, UNTIL, "day")
@@ -85,7 +105,7 @@ async def test_time_limit_gives_an_openai_shaped_503(ledger: Ledger) -> None:
     app.include_router(router)
     app.state.policy = policy({"auth": {"admin_keys": ["admin-secret"]}})
     app.state.ledger = ledger
-    app.state.report_runner = ReportRunner(_url(ledger), timeout_s=1e-6)
+    app.state.report_runner = ReportRunner(_url(ledger), mode="thread", timeout_s=1e-6)
 
     @app.exception_handler(GatewayError)
     async def _err(request: Request, exc: GatewayError) -> Response:
