@@ -1,0 +1,97 @@
+"""`slmgw quality`: the difficulty model (train, eval, convert public labels).
+
+Other commands of the group (``export-audits``) are added to ``app`` by their own modules.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="Quality-aware escalation: the difficulty model and its labels.", no_args_is_help=True)
+
+
+@app.command("train")
+def train_cmd(
+    data: Annotated[list[Path], typer.Option("--data", help="JSONL {text, slm_score, llm_score}; repeatable.")],
+    out: Annotated[Path, typer.Option("--out", help="Where to write the model (.npz).")],
+    c: Annotated[float, typer.Option("--c", min=1e-6, help="Inverse L2 regularisation.")] = 1.0,
+) -> None:
+    """Train the difficulty model: P(SLM answer worse than the LLM's)."""
+    from router.difficulty_train import read_records, train
+
+    try:
+        records = read_records(data)
+        model = train(records, c=c)
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    model.save(out)
+    info = model.manifest["training"]
+    typer.echo(f"{out}: {info['records']} records, {info['worse']} where the SLM was worse, "
+               f"{len(model.vocab)} terms")
+
+
+@app.command("eval")
+def eval_cmd(
+    model: Annotated[Path, typer.Option("--model", help="Difficulty model (.npz).")],
+    data: Annotated[Path, typer.Option("--data", help="JSONL {text, slm_score, llm_score}.")],
+    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+    scores: Annotated[Path | None, typer.Option("--scores", help="Write {text, score} per input line.")] = None,
+) -> None:
+    """APGR and CPT(50%) as RouteLLM computes them, against random routing (mean of 10 seeds)."""
+    from router.difficulty import DifficultyError, DifficultyModel
+    from router.difficulty_metrics import random_scores, summarize
+    from router.difficulty_train import read_records
+
+    if fmt not in ("table", "json"):
+        raise typer.BadParameter("--format must be table or json")
+    try:
+        m = DifficultyModel.load(model)
+        records = read_records([data])
+    except (OSError, ValueError, DifficultyError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if not records:
+        typer.echo("error: no records", err=True)
+        raise typer.Exit(2)
+    values = [m.score(r.text) for r in records]
+    if scores is not None:
+        with scores.open("w", encoding="utf-8") as fh:
+            for r, v in zip(records, values, strict=True):
+                fh.write(json.dumps({"text": r.text, "score": v}, ensure_ascii=False) + "\n")
+    weak, strong = [r.slm_score for r in records], [r.llm_score for r in records]
+    result = summarize(values, weak, strong)
+    rand = [summarize(random_scores(len(records), seed), weak, strong) for seed in range(10)]
+    rand_apgr = sum(r.apgr for r in rand) / len(rand)
+    rand_cpt = sum(r.cpt50 for r in rand) / len(rand)
+    if fmt == "json":
+        typer.echo(json.dumps({"records": len(records), **result.as_dict(),
+                               "random": {"apgr": rand_apgr, "cpt50_pct": rand_cpt, "seeds": 10}}, indent=2))
+        return
+    typer.echo(f"records {len(records)}  SLM quality {result.weak_quality:.1f}  LLM quality "
+               f"{result.strong_quality:.1f}")
+    typer.echo(f"{'router':<12} {'APGR':>6} {'CPT(50%)':>9} {'CPT(80%)':>9}")
+    typer.echo(f"{'difficulty':<12} {result.apgr:>6.3f} {result.cpt50:>8.1f}% {result.cpt80:>8.1f}%")
+    typer.echo(f"{'random':<12} {rand_apgr:>6.3f} {rand_cpt:>8.1f}%")
+
+
+@app.command("convert-mmlu")
+def convert_mmlu(
+    src: Annotated[Path, typer.Option("--src", help="RouteLLM mmlu_responses folder (mmlu_*.csv).")],
+    out: Annotated[Path, typer.Option("--out", help="JSONL to write.")],
+    exclude: Annotated[Path | None, typer.Option("--exclude", help="contaminated_prompts JSONL to drop.")] = None,
+) -> None:
+    """RouteLLM's MMLU correctness labels as difficulty records (answer options stripped; fields
+    ``subject`` and ``group`` kept)."""
+    from router.difficulty_train import contaminated_prompts, mmlu_records, write_records
+
+    records = mmlu_records(src, contaminated_prompts(exclude) if exclude else ())
+    if not records:
+        typer.echo(f"error: no mmlu_*.csv records under {src}", err=True)
+        raise typer.Exit(2)
+    write_records(records, out)
+    typer.echo(f"{out}: {len(records)} records")
