@@ -61,6 +61,9 @@ def create_app(policy: Policy) -> FastAPI:
         from gateway.cache.metrics import register as register_cache_metrics
 
         register_cache_metrics(cache, metrics.registry)
+        from gateway.audit.setup import start_audits, stop_audits
+
+        await start_audits(services, ledger, metrics)  # AUDIT: only with a policy `audit` section
         await start_guards(services)  # key store refresh, rate limits + budgets, privacy (gateway.hardening)
         app.state.services = services
         app.state.pipeline = Pipeline(services)
@@ -80,6 +83,7 @@ def create_app(policy: Policy) -> FastAPI:
             yield
         finally:
             await stop_guards(services)
+            await stop_audits(services)  # AUDIT: verdicts of finished audits are written or spilled
             await cache.close()  # CACHE: finishes background stores
             await ledger.close()  # LEDGER: drains the buffer (or spills it) before the services go away
             await services.close()
@@ -90,6 +94,9 @@ def create_app(policy: Policy) -> FastAPI:
     app.fast_routes.update(FAST_ROUTES)
     app.include_router(admin_router)  # LEDGER: /admin/report, /admin/dashboard
     app.include_router(metrics_router)  # LEDGER: /metrics (admin key)
+    from gateway.audit.admin import router as audit_router
+
+    app.include_router(audit_router)  # AUDIT: /admin/guardrails
     app.state.policy = policy
 
     @app.exception_handler(GatewayError)

@@ -17,6 +17,8 @@ import orjson
 from starlette.responses import Response
 
 from gateway.asgi import EventStreamResponse
+from gateway.audit import hooks as audit_hooks
+from gateway.audit.texts import answer_text, stream_text
 from gateway.cache import CacheEntry, EntryMeta, ResponseCache, StreamRecorder, entry_from_completion
 from gateway.errors import GatewayError, ModelNotFound, NoBackendAvailable, UpstreamError
 from gateway.records import RequestRecord
@@ -98,6 +100,9 @@ class Pipeline:
         privacy = self.s.extras.get("privacy")
         try:
             decision, targets = self.resolve(kind, body)
+            guard_shadow = False
+            if self.s.guardrails is not None and rec.requested_model == "auto" and kind != "embedding":
+                decision, targets, guard_shadow = audit_hooks.guard(self.s, decision, targets)  # AUDIT
             # CACHE: keyed on the request as the client sent it; its `cache` field never goes upstream.
             cache: ResponseCache | None = self.s.extras.get("cache")
             plan = cache.plan(kind, ctx.tenant, body, ctx.headers, decision.domain) \
@@ -106,7 +111,8 @@ class Pipeline:
             if privacy is not None:  # sensitive data: keep it in-house or mask it (gateway.privacy)
                 decision, targets, body = privacy.apply(body, decision, targets, rec)
             rec.domain, rec.confidence, rec.reason = decision.domain, decision.confidence, decision.reason
-            if self.s.policy.router.shadow and rec.requested_model == "auto" and kind != "embedding":
+            if (self.s.policy.router.shadow or guard_shadow) and rec.requested_model == "auto" \
+                    and kind != "embedding":
                 rec.would_route = decision.target
             if plan is not None and cache is not None:
                 found = await cache.lookup(plan)
@@ -123,10 +129,12 @@ class Pipeline:
         rec.route, rec.backend, rec.model, rec.escalation = answer.route, answer.backend, answer.model, \
             answer.escalation
         headers = self._headers(ctx, rec, decision, answer)
+        audit = audit_hooks.audit_mode(self.s, kind, rec, answer) if self.s.auditor is not None else None
         if answer.chunks is not None:
             keep = cache.recorder(plan, _entry_meta(answer, decision)) \
                 if cache is not None and plan is not None else None
-            return EventStreamResponse(self._sse(ctx, rec, body, answer, keep), media_type="text/event-stream",
+            sse = self._sse(ctx, rec, body, answer, keep, (kind, audit) if audit is not None else None)
+            return EventStreamResponse(sse, media_type="text/event-stream",
                                        headers={**headers, "cache-control": "no-cache"})
         assert answer.body is not None
         usage = answer.body.get("usage") or {}
@@ -138,6 +146,8 @@ class Pipeline:
         cost = self._finish(rec, ctx)
         if cost is not None:
             headers["x-slmgw-cost-usd"] = f"{cost.cost_usd:.8f}"
+        if audit is not None:  # AUDIT: in the background, after the answer is complete
+            audit_hooks.submit(self.s, audit, kind, rec, body, answer, answer_text(answer.body), cost)
         return Response(content, media_type="application/json", headers=headers)
 
     def _headers(self, ctx: RequestContext, rec: RequestRecord, decision: Decision,
@@ -158,11 +168,14 @@ class Pipeline:
         }
 
     async def _sse(self, ctx: RequestContext, rec: RequestRecord, body: dict[str, Any],
-                   answer: Answer, keep: StreamRecorder | None = None) -> AsyncIterator[bytes]:
+                   answer: Answer, keep: StreamRecorder | None = None,
+                   audit: tuple[Kind, audit_hooks.Mode] | None = None) -> AsyncIterator[bytes]:
         assert answer.chunks is not None
         opts = body.get("stream_options")
         wants_usage = isinstance(opts, dict) and bool(opts.get("include_usage"))
         first = True
+        heard: list[dict[str, Any]] | None = [] if audit is not None else None  # AUDIT: the streamed text
+        ended = False
         try:
             async for batch in answer.chunks:
                 if first:
@@ -170,6 +183,8 @@ class Pipeline:
                     first = False
                 out: list[bytes] = []  # the events that arrived together leave in one write
                 for event in batch:
+                    if heard is not None:
+                        heard.append(event.data())
                     raw = event.raw
                     if raw is not None and b'"usage"' not in raw:  # nothing to read or edit: as received
                         if keep is not None and not keep.add(event.data(), len(raw)):  # CACHE: as sent
@@ -193,6 +208,7 @@ class Pipeline:
                     yield b"".join(out)
             if keep is not None:
                 keep.finish()  # CACHE: only a stream that ended without an error is stored
+            ended = True
             yield b"data: [DONE]\n\n"
         except GatewayError as exc:
             # Bytes already went out, so the status can't change: end with an OpenAI-style error event.
@@ -204,7 +220,9 @@ class Pipeline:
             rec.status, rec.error_code = 499, "client_disconnected"
             raise
         finally:
-            self._finish(rec, ctx)
+            cost = self._finish(rec, ctx)
+            if audit is not None and heard is not None and ended:  # AUDIT: a stream that ended normally
+                audit_hooks.submit(self.s, audit[1], audit[0], rec, body, answer, stream_text(heard), cost)
 
     def _cached(self, ctx: RequestContext, rec: RequestRecord, decision: Decision, body: dict[str, Any],
                 entry: CacheEntry, stream: bool) -> Response:

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.auth import KeyRing
 from gateway.config import Policy
 from router.base import Router
 from serving.dispatch import Dispatcher
+
+if TYPE_CHECKING:
+    from gateway.audit.guardrails import Guardrails
+    from gateway.audit.service import Auditor
 
 
 @dataclass
@@ -19,6 +23,10 @@ class Services:
     keys: KeyRing
     extras: dict[str, Any] = field(default_factory=dict)
     """Optional components (cache, ledger, health) registered by name."""
+    auditor: Auditor | None = None
+    """Sampled quality audits (policy ``audit``), else None."""
+    guardrails: Guardrails | None = None
+    """Quality floors that act on routing (policy ``audit.guardrails``), else None."""
 
     async def close(self) -> None:
         await self.dispatcher.close()

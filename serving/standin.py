@@ -13,7 +13,7 @@ import asyncio
 import hashlib
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +29,8 @@ class StandinState:
     fail_status: int | None = None
     """When set, every completion request fails with this HTTP status."""
     reply: str = "This is a stand-in answer, not a model's."
+    reply_fn: Callable[[dict[str, Any]], str] | None = None
+    """When set, the answer text is ``reply_fn(request body)`` (scripted judges in tests)."""
     chunk_delay_s: float = 0.0
     requests: list[dict[str, Any]] = field(default_factory=list)
     """Bodies of the completion requests received (most recent last, capped)."""
@@ -125,12 +127,14 @@ class Standin:
                            "usage": {"prompt_tokens": n, "total_tokens": n}})
 
     # -- answers --------------------------------------------------------------------------------------
-    def _text(self, model: str) -> str:
+    def _text(self, model: str, body: dict[str, Any]) -> str:
+        if self.state.reply_fn is not None:
+            return self.state.reply_fn(body)
         return f"[stand-in {model}] {self.state.reply}"
 
     async def _answer(self, request: web.Request, body: dict[str, Any], chat: bool) -> web.StreamResponse:
         model = str(body.get("model"))
-        text = self._text(model)
+        text = self._text(model, body)
         prompt_tokens = _count_tokens(body)
         words = _words(text)
         usage = {"prompt_tokens": prompt_tokens, "completion_tokens": len(words),

@@ -47,6 +47,7 @@ def _reset_upstreams(request: pytest.FixtureRequest) -> Iterator[None]:
             state = request.getfixturevalue(name).state
             state.fail_status = None
             state.delay_s = 0.0
+            state.reply_fn = None
             state.requests.clear()
             state.hits.clear()
 

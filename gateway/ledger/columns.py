@@ -17,7 +17,7 @@ DIRTY_TABLE = "slmgw_rollup_dirty"
 """Hours whose raw rows changed since their rollup was computed; the sinks mark them as they write."""
 STATE_TABLE = "slmgw_rollup_state"
 """Named timestamps: ``raw_pruned_before`` (raw rows older than it were deleted by ``slmgw ledger prune``)."""
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 """The newest migration in ``migrations/versions`` (a serving worker compares it with the database's)."""
 
 COLUMNS: tuple[str, ...] = (
