@@ -31,6 +31,7 @@ import numpy as np
 import numpy.typing as npt
 
 if TYPE_CHECKING:
+    from gateway.config import Policy
     from router.base import Decision
 
 FORMAT = "slmgw-difficulty"
@@ -40,6 +41,9 @@ MAX_CHARS = 2000
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
 _SYMBOLS = "=+-*/^<>()[]{}|\\_$%"
+SHAPE_CLIP = 3.0
+"""Standardised shape features are clipped to +-3, so an odd request (100k characters) cannot push p
+far beyond what training saw."""
 SHAPE_FEATURES = ("log_chars", "log_words", "digit_share", "symbol_share", "questions", "lines")
 
 FloatArray = npt.NDArray[np.float64]
@@ -118,11 +122,9 @@ class DifficultyModel:
         # One dict lookup per n-gram at scoring time: term -> (idf, coefficient).
         table = {t: (float(self.idf[j]), float(self.coef[j])) for t, j in self.vocab.items()}
         object.__setattr__(self, "_table", table)
-        object.__setattr__(self, "_shape_w", [float(c) / float(s) for c, s in
-                                              zip(self.coef[len(self.idf):], self.shape_scale, strict=True)])
-        object.__setattr__(self, "_shape_b", float(self.intercept) - sum(
-            float(c) * float(m) / float(s) for c, m, s in
-            zip(self.coef[len(self.idf):], self.shape_mean, self.shape_scale, strict=True)))
+        n = len(self.idf)
+        object.__setattr__(self, "_shape", [(float(c), float(m), float(sc)) for c, m, sc in
+                                            zip(self.coef[n:], self.shape_mean, self.shape_scale, strict=True)])
 
     def score(self, text: str) -> float:
         """P(SLM answer worse than the LLM's) for one text. Plain Python: for a few hundred n-grams it
@@ -138,11 +140,9 @@ class DifficultyModel:
                 w = entry[0] if n == 1 else (1.0 + math.log(n)) * entry[0]
                 num += w * entry[1]
                 den += w * w
-        z: float = self._shape_b  # type: ignore[attr-defined]
-        if den > 0.0:
-            z += num / math.sqrt(den)
-        for f, c in zip(shape(text), self._shape_w, strict=True):  # type: ignore[attr-defined]
-            z += f * c
+        z = self.intercept + (num / math.sqrt(den) if den > 0.0 else 0.0)
+        for f, (c, m, sc) in zip(shape(text), self._shape, strict=True):  # type: ignore[attr-defined]
+            z += c * min(max((f - m) / sc, -SHAPE_CLIP), SHAPE_CLIP)
         return 1.0 / (1.0 + math.exp(-z)) if z > -700 else 0.0
 
     def score_request(self, request: Mapping[str, Any]) -> float:
@@ -162,8 +162,8 @@ class DifficultyModel:
                     "payload_sha256": payload_sha256(arrays)}
         out.parent.mkdir(parents=True, exist_ok=True)
         with out.open("wb") as fh:
-            np.savez_compressed(fh, manifest=np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8),
-                                **arrays)
+            arrays["manifest"] = np.frombuffer(json.dumps(manifest).encode(), dtype=np.uint8)
+            np.savez_compressed(fh, **arrays)  # type: ignore[arg-type]
         return out
 
     @classmethod
@@ -224,3 +224,13 @@ class HardGate:
             return replace(decision, target="llm", reason=f"hard {decision.domain} p={p:.2f}>={limit:.2f}; "
                                                           f"{decision.reason}")
         return decision
+
+
+def hard_gate(policy: Policy) -> HardGate | None:
+    """The gate a policy asks for: None unless some domain sets ``hard_threshold``. A model that cannot
+    be loaded raises ``DifficultyError`` (at start-up, naming the file)."""
+    thresholds = {d.name: d.hard_threshold for d in policy.domains if d.hard_threshold is not None}
+    path = policy.router.difficulty_model_path
+    if not thresholds or not path:
+        return None
+    return HardGate(DifficultyModel.load(policy.resolve_path(path)), thresholds)

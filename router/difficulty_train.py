@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from router.difficulty import SHAPE_FEATURES, DifficultyModel, analyze, shape
+from router.difficulty import SHAPE_CLIP, SHAPE_FEATURES, DifficultyModel, analyze, shape
 
 SLM_COLUMN = "mistralai/Mixtral-8x7B-Instruct-v0.1"
 LLM_COLUMN = "gpt-4-1106-preview"
@@ -145,7 +145,7 @@ def fit(records: Sequence[Record], c: float = 1.0, min_df: int = 2, max_features
     sh = np.array([shape(t) for t in texts], dtype=np.float64)
     mean, scale = sh.mean(axis=0), sh.std(axis=0)
     scale[scale == 0] = 1.0
-    x = sparse.hstack([x_words, sparse.csr_matrix((sh - mean) / scale)]).tocsr()
+    x = sparse.hstack([x_words, sparse.csr_matrix(np.clip((sh - mean) / scale, -SHAPE_CLIP, SHAPE_CLIP))]).tocsr()
     clf = LogisticRegression(C=c, max_iter=2000)
     clf.fit(x, y)
     return vec, clf, mean, scale
@@ -156,7 +156,8 @@ def sklearn_proba(vec: Any, clf: Any, mean: np.ndarray, scale: np.ndarray, texts
     from scipy import sparse
 
     sh = np.array([shape(t) for t in texts], dtype=np.float64)
-    x = sparse.hstack([vec.transform(texts), sparse.csr_matrix((sh - mean) / scale)]).tocsr()
+    dense = np.clip((sh - mean) / scale, -SHAPE_CLIP, SHAPE_CLIP)
+    x = sparse.hstack([vec.transform(texts), sparse.csr_matrix(dense)]).tocsr()
     return np.asarray(clf.predict_proba(x)[:, 1])
 
 
