@@ -126,13 +126,14 @@ def _serve_and_measure(url: str, seconds: float, mode: str) -> dict[str, dict[st
         proc.wait(10)
 
 
-def bench_store(store: str, url: str, rows: int, days: float, latency_s: float, fill_needed: bool) -> dict[str, Any]:
+def bench_store(store: str, url: str, rows: int, days: float, latency_s: float, fill_needed: bool,
+                skip_raw: bool = False) -> dict[str, Any]:
     result: dict[str, Any] = {"store": store, "rows": rows}
     if fill_needed:
         asyncio.run(_migrate(url))
         print(f"{store}: filling {rows:,} rows over {days:g} days", file=sys.stderr)
         result["fill_s"] = asyncio.run(fill(url, rows, days))
-    for by in BYS:
+    for by in () if skip_raw else BYS:
         print(f"{store}: raw report by {by}", file=sys.stderr)
         result[f"raw_{by}"] = _measure(url, "raw", by, days)
     print(f"{store}: backfilling rollups", file=sys.stderr)
@@ -153,9 +154,11 @@ def _print(results: list[dict[str, Any]]) -> None:
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for r in results:
         for by in BYS:
-            raw, rol = r[f"raw_{by}"], r[f"rollups_{by}"]
-            print(f"| {r['store']} | {r['rows']:,} | {by} | {raw['seconds']:.2f} | {raw['extra_mb']:.0f} | "
-                  f"{rol['seconds']:.3f} | {rol['extra_mb']:.0f} | {raw['seconds'] / rol['seconds']:.0f}x |")
+            raw, rol = r.get(f"raw_{by}"), r[f"rollups_{by}"]
+            raw_cells = (f"{raw['seconds']:.2f} | {raw['extra_mb']:.0f}" if raw else "(skipped) | -")
+            ratio = f"{raw['seconds'] / rol['seconds']:.0f}x" if raw else "-"
+            print(f"| {r['store']} | {r['rows']:,} | {by} | {raw_cells} | {rol['seconds']:.3f} | "
+                  f"{rol['extra_mb']:.0f} | {ratio} |")
     print("\nOne-time backfill (slmgw ledger rollup) and fill")
     print("| store | rows | hours | backfill s | backfill extra MB | fill s |")
     print("| --- | --- | --- | --- | --- | --- |")
@@ -188,6 +191,7 @@ def main() -> int:
     ap.add_argument("--keep", type=Path, help="Directory for the SQLite file (reused if already filled).")
     ap.add_argument("--latency-s", type=float, default=10.0)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--skip-raw", action="store_true", help="Measure rollups only (raw reports take minutes at 10M).")
     args = ap.parse_args()
     results = []
     if not args.no_sqlite:
@@ -204,12 +208,13 @@ def main() -> int:
                     conn.execute("DELETE FROM slmgw_rollup_hourly")
                     conn.execute("INSERT OR IGNORE INTO slmgw_rollup_dirty (hour, version) "
                                  "SELECT DISTINCT substr(ts, 1, 13) || ':00:00.000000', 1 FROM slmgw_requests")
-            results.append(bench_store("sqlite", url, args.rows, args.days, args.latency_s, fresh))
+            results.append(bench_store("sqlite", url, args.rows, args.days, args.latency_s, fresh, args.skip_raw))
     if args.pg:
         name = f"slmgw_bench_{uuid.uuid4().hex[:8]}"
         asyncio.run(_pg_admin(args.pg, f'CREATE DATABASE "{name}"'))
         try:
-            results.append(bench_store("postgresql", f"{args.pg}/{name}", args.rows, args.days, args.latency_s, True))
+            results.append(bench_store("postgresql", f"{args.pg}/{name}", args.rows, args.days, args.latency_s, True,
+                                       args.skip_raw))
         finally:
             asyncio.run(_pg_admin(args.pg, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     _print(results)

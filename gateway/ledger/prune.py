@@ -52,3 +52,15 @@ async def prune(engine: AsyncEngine, before: datetime, *, chunk: timedelta = tim
         if progress is not None:
             progress(i + 1, steps)
     return deleted
+
+
+async def maintain(engine: AsyncEngine, retention_days: float | None) -> tuple[int, int]:
+    """One scheduled maintenance step: roll up finished hours, then prune raw rows older than
+    ``retention_days`` (if set). Returns (hours rolled up, rows deleted)."""
+    from datetime import UTC
+
+    hours = await rollup.refresh(engine)
+    deleted = 0
+    if retention_days is not None:
+        deleted = await prune(engine, datetime.now(UTC) - timedelta(days=retention_days))
+    return hours, deleted

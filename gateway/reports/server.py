@@ -7,6 +7,10 @@ ledger writer: ``Reader`` gives the admin router the engine it reads with.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +22,24 @@ if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
     from gateway.config import Policy
+
+
+log = logging.getLogger("slmgw.reports")
+
+
+async def _maintain(reader: Reader, interval_s: float, retention_days: float | None) -> None:
+    """Roll up (and prune) every ``interval_s``, first right away; errors are logged and retried."""
+    from gateway.ledger.prune import maintain
+
+    while True:
+        try:
+            assert reader.engine is not None
+            hours, deleted = await maintain(reader.engine, retention_days)
+            if hours or deleted:
+                log.info("ledger maintenance: rolled up %d hours, deleted %d raw rows", hours, deleted)
+        except Exception as exc:
+            log.warning("ledger maintenance failed: %s: %s", type(exc).__name__, exc)
+        await asyncio.sleep(interval_s)
 
 
 class Reader:
@@ -39,10 +61,30 @@ def create_reports_app(policy: Policy) -> FastAPI:
     from gateway.errors import GatewayError
     from gateway.reports.admin import router
 
-    app = FastAPI(title="slm-gateway reports", docs_url=None, redoc_url=None, openapi_url=None)
+    reader = Reader(policy.ledger.url, policy.base_dir)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        interval = policy.ledger.maintenance_interval_s
+        task = asyncio.create_task(_maintain(reader, interval, policy.ledger.retention_days)) if interval else None
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            runner = getattr(_app.state, "report_runner", None)
+            if runner is not None:
+                runner.close()
+            if reader.engine is not None:
+                await reader.engine.dispose()
+
+    app = FastAPI(title="slm-gateway reports", docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lifespan)
     app.include_router(router)
     app.state.policy = policy
-    app.state.ledger = Reader(policy.ledger.url, policy.base_dir)
+    app.state.ledger = reader
 
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, exc: GatewayError) -> Response:

@@ -152,3 +152,40 @@ def test_rollup_command_backfills(tmp_path: Path) -> None:
     assert "rolled up 30 hours" in res.output
 
 
+
+
+async def test_reports_process_maintains_on_schedule(tmp_path: Path) -> None:
+    """serve-reports with ledger.maintenance_interval_s: rolls up and prunes by itself, report unchanged."""
+    import time
+
+    from gateway.ledger import rollup
+    from gateway.reports.server import create_reports_app
+
+    led = await _ledger("sqlite:///ledger.sqlite", tmp_path)
+    now = time.time()
+    try:
+        fill(led, n=400, hours=24 * 8, start=now - 9 * 86400)
+        await led.flush()
+    finally:
+        await led.close()
+    p = policy({"ledger": {"url": "sqlite:///ledger.sqlite", "retention_days": 3, "maintenance_interval_s": 3600},
+                "auth": {"admin_keys": ["admin-secret"]}}, base_dir=str(tmp_path))
+    app = create_reports_app(p)
+    engine = app.state.ledger.engine
+    assert engine is not None
+    since = datetime.fromtimestamp(now - 10 * 86400, UTC)
+    before = await build_report(engine, since=since, by="tenant", refresh=False)
+    async with app.router.lifespan_context(app):
+        for _ in range(200):
+            async with engine.connect() as conn:
+                horizon = await rollup.pruned_before(conn)
+            if horizon is not None:
+                break
+            await asyncio.sleep(0.05)
+        assert horizon is not None and abs((datetime.now(UTC) - horizon).total_seconds() - 3 * 86400) < 3700
+        async with engine.connect() as conn:
+            oldest = (await conn.execute(sa.select(sa.func.min(requests.c.ts)))).scalar_one()
+        assert oldest >= horizon
+        after = await build_report(engine, since=rollup.floor_hour(since), by="tenant")
+    for key in ("requests", "prompt_tokens", "errors"):
+        assert after["totals"][key] == before["totals"][key]

@@ -241,3 +241,46 @@ async def test_percentiles_from_rollups_are_within_2_percent(ledger: Ledger) -> 
         assert exact is not None
         assert rep["totals"][field] == pytest.approx(exact, rel=0.02)
         assert rep["totals"][field] != round(exact, 1)  # it did come from the histogram
+
+
+@pytest.mark.parametrize("store", ["sqlite", "postgresql"])
+async def test_migration_0004_marks_existing_hours_for_backfill(store: str, tmp_path: Path) -> None:
+    from gateway.ledger.store import create_engine, migrate, normalize_url
+
+    async def run(url: str) -> None:
+        engine = create_engine(normalize_url(url, tmp_path))
+        try:
+            await migrate(engine, "0003")
+            rows = [{c: v for c, v in r.items() if c != "key_id"} for r in await _rows_for(traffic(400, seed=9))]
+            async with engine.begin() as conn:  # written before rollups existed: no dirty marks
+                await conn.execute(sa.insert(requests), rows)
+            await migrate(engine)
+            async with engine.connect() as conn:
+                marked = set(await rollup.dirty_hours(conn))
+            assert marked == {rollup.floor_hour(r["ts"]) for r in rows}
+            before = await build_report(engine, since=SINCE, until=UNTIL, by="tenant", refresh=False)
+            assert await rollup.refresh(engine) == len(marked)
+            after = await build_report(engine, since=SINCE, until=UNTIL, by="tenant")
+            for rep in (before, after):
+                rep.pop("generated_at")
+                for g in [rep["totals"], *rep["groups"]]:
+                    for f in USD_FIELDS:
+                        g[f] = Usd(g[f])
+            assert after["totals"]["requests"] == 400
+            assert after["totals"] == before["totals"] and after["groups"] == before["groups"]
+        finally:
+            await engine.dispose()
+
+    if store == "sqlite":
+        await run("sqlite:///old.sqlite")
+    else:
+        async with pg_database() as url:
+            await run(url)
+
+
+async def _rows_for(records: list[RequestRecord]) -> list[dict[str, Any]]:
+    from gateway.ledger.schema import to_db
+
+    p = policy({})
+    led = Ledger.from_policy(p, costs=CostModel.from_policy(p, PRICES))
+    return [to_db(led._row(r, led.price(r))) for r in records]
