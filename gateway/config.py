@@ -239,6 +239,17 @@ class Domain(_Strict):
     """Keyword router only: words or phrases (case-insensitive) that mark a request as this domain."""
     threshold: float | None = Field(None, ge=0.0, le=1.0)
     """Per-domain confidence threshold; defaults to router.threshold."""
+    hard_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    """Send a request routed here to the LLM instead when the difficulty model
+    (router.difficulty_model_path) gives P(the SLM's answer is worse than the LLM's) >= this (reason
+    `hard sql p=0.81>=0.70`). None: never (docs/quality.md)."""
+    min_answer_confidence: float | None = Field(None, le=0.0)
+    """Non-streamed SLM answers whose mean token logprob is below this are discarded and escalated to
+    the LLM (`low_answer_confidence sql=-1.9<-1.2`); the gateway asks vLLM for logprobs and strips them
+    unless the client asked. None: answers are not checked (docs/quality.md)."""
+    min_answer_margin: float | None = Field(None, ge=0.0)
+    """Like min_answer_confidence, on the mean margin between the top two tokens' logprobs
+    (`low_answer_margin sql=0.12<0.30`). None: not checked."""
 
 
 class RouterConfig(_Strict):
@@ -248,6 +259,9 @@ class RouterConfig(_Strict):
     """Confidence a request needs to go to its domain's SLM; below it, the fallback LLM answers."""
     model_path: str | None = None
     """Classifier router only: path of the trained router artifact (relative to the policy file)."""
+    difficulty_model_path: str | None = None
+    """Difficulty model (`slmgw quality train`, relative to the policy file) used by domains that set
+    hard_threshold."""
     max_chars: int = Field(4000, ge=100)
     """Cap on the text the router looks at, so an enormous prompt does not slow the decision."""
     shadow: bool = False
@@ -449,6 +463,64 @@ class PrivacyConfig(_Strict):
     """Text beyond this many characters is not scanned (keep_local then treats the request as sensitive)."""
 
 
+class Guardrail(_Strict):
+    """A quality floor for one domain's SLM, judged on its most recent audits (docs/quality-audits.md)."""
+
+    min_non_inferior: float = Field(ge=0.0, le=1.0)
+    """Required share of audited answers where the SLM was at least as good as the reference LLM (wins
+    + ties over wins + ties + losses)."""
+    window: int = Field(100, ge=5, le=10_000)
+    """How many of the domain's most recent audit verdicts count."""
+    min_samples: int = Field(20, ge=5)
+    """No action before this many judged verdicts are in the window."""
+    action: Literal["alert", "raise_threshold", "shadow"] = "alert"
+    """When the floor is missed with confidence (the Wilson 95% upper bound is below it): `alert` (log
+    line, metric, report flag), `raise_threshold` (the domain's router threshold goes up by
+    `threshold_step`, at most to `max_threshold`), or `shadow` (the LLM serves the domain until an
+    operator resets it)."""
+    threshold_step: float = Field(0.05, gt=0.0, le=0.5)
+    """How much `raise_threshold` adds each time it fires."""
+    max_threshold: float = Field(0.99, gt=0.0, le=1.0)
+    """Upper bound for `raise_threshold`."""
+
+
+class AuditConfig(_Strict):
+    """Sampled audits: an SLM answer is compared with the reference LLM's answer to the same request by a
+    judge model, in the background (docs/quality-audits.md)."""
+
+    sample_rate: float = Field(0.02, ge=0.0, le=1.0)
+    """Share of SLM-answered requests audited (per domain unless `domain_rates` says otherwise)."""
+    domain_rates: dict[str, Annotated[float, Field(ge=0.0, le=1.0)]] = Field(default_factory=dict)
+    """Per-domain sample rates, by domain name."""
+    daily_budget_usd: float = Field(5.0, ge=0.0)
+    """Most USD spent on reference and judge calls per UTC day (per gateway process, or across replicas
+    when `redis_url` is set); audits beyond it are skipped and counted."""
+    reference: str | None = None
+    """The llm_backends entry that answers the audited request for comparison; default: the first
+    fallback LLM."""
+    judge: str | None = None
+    """The llm_backends entry that judges the two answers; default: the reference."""
+    rubrics: dict[str, str] = Field(default_factory=dict)
+    """Per-domain judging instructions, replacing the built-in rubric (sql, code, support, math and a
+    general one)."""
+    store_texts: bool = False
+    """Keep the prompt and both answers with each verdict. Off by default: verdicts need no texts."""
+    max_in_flight: int = Field(8, ge=1, le=1000)
+    """Audits running at once in one process; a sampled request beyond it is skipped and counted."""
+    timeout_s: float = Field(120.0, gt=0)
+    """Time allowed for one audit (reference call and both judge calls)."""
+    shadow: bool = True
+    """In router shadow mode, also send sampled requests the router would have given an SLM to that SLM
+    (in the background) and judge its answer against the LLM's served one."""
+    redis_url: str | None = None
+    """Redis shared by all replicas for guardrail windows and actions and the daily spend. Without it, or
+    while it is down, each process keeps its own (logged)."""
+    key_prefix: str = "slmgw:audit:"
+    """Prefix of the Redis keys audits use."""
+    guardrails: dict[str, Guardrail] = Field(default_factory=dict)
+    """Quality floors by domain name."""
+
+
 class Policy(_Strict):
     version: Literal[1] = 1
     """Policy format version."""
@@ -478,6 +550,9 @@ class Policy(_Strict):
     """Rate limits, budgets and max_tokens caps per key and tenant."""
     privacy: PrivacyConfig = PrivacyConfig()
     """Sensitive-data detection and where such requests may go."""
+    audit: AuditConfig | None = None
+    """Sampled quality audits of SLM answers against the reference LLM, and quality guardrails; off
+    when absent."""
     base_dir: str = Field(".", exclude=True)
     """Directory of the policy file; relative paths in the policy are resolved against it."""
 
@@ -490,6 +565,8 @@ class Policy(_Strict):
                 errors.append(f"domains.{i}.backend: unknown SLM backend {dom.backend!r}")
             if dom.name in seen:
                 errors.append(f"domains.{i}.name: duplicate domain {dom.name!r}")
+            if dom.hard_threshold is not None and not self.router.difficulty_model_path:
+                errors.append(f"domains.{i}.hard_threshold: needs router.difficulty_model_path")
             seen.add(dom.name)
         for i, name in enumerate(self.fallback.llm):
             if name not in self.llm_backends:
@@ -501,6 +578,15 @@ class Policy(_Strict):
             errors.append(f"embeddings.backend: unknown backend {self.embeddings.backend!r}")
         if self.privacy.local_backend and self.privacy.local_backend not in self.slm_backends:
             errors.append(f"privacy.local_backend: unknown SLM backend {self.privacy.local_backend!r}")
+        if self.audit is not None:
+            for key in ("reference", "judge"):
+                name = getattr(self.audit, key)
+                if name is not None and name not in self.llm_backends:
+                    errors.append(f"audit.{key}: unknown LLM backend {name!r}")
+            for where in ("domain_rates", "rubrics", "guardrails"):
+                for name in getattr(self.audit, where):
+                    if name not in seen:
+                        errors.append(f"audit.{where}.{name}: unknown domain {name!r}")
         if errors:
             raise ValueError("; ".join(errors))
         return self
