@@ -26,6 +26,7 @@ from gateway.ids import new_id
 if TYPE_CHECKING:
     from redis.asyncio import Redis
 
+    from gateway.audit.metrics import AuditMetrics
     from gateway.audit.store import AuditStore
     from gateway.config import AuditConfig, Guardrail
 
@@ -71,6 +72,7 @@ class Guardrails:
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
         self.trips = 0
+        self.metrics: AuditMetrics | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -118,6 +120,15 @@ class Guardrails:
             self._redis_down = False
         for domain, value in zip(domains, raw, strict=True):
             self._states[domain] = GuardState.from_json(value)
+        self._export()
+
+    def _export(self) -> None:
+        """Each domain's current action as the gauge ``slmgw_guardrail_active{domain, action}``."""
+        if self.metrics is None:
+            return
+        for domain, state in self._states.items():
+            for action in ("alert", "raise_threshold", "shadow"):
+                self.metrics.guardrail.labels(domain, action).set(1 if state.action == action else 0)
 
     # -- the request path ----------------------------------------------------------------------------
     def state(self, domain: str | None) -> GuardState | None:
@@ -183,6 +194,7 @@ class Guardrails:
                   rule.min_non_inferior, rule.action)
         await self._save(domain, state, clear_window=True)
         self._event(domain, rule.action, "guardrail", evidence)
+        self._export()
         return state
 
     async def reset(self, domain: str, actor: str) -> GuardState:
@@ -195,6 +207,7 @@ class Guardrails:
             self._states[domain] = state
             await self._save(domain, state, clear_window=True)
             self._event(domain, "reset", actor, {"previous": asdict(old)})
+        self._export()
         return state
 
     async def _save(self, domain: str, state: GuardState, clear_window: bool) -> None:

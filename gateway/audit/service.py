@@ -74,6 +74,11 @@ class Auditor:
         self._spent = 0.0
         self.skipped: dict[str, int] = {"busy": 0, "budget": 0}
         self.done = 0
+        self._redis: Any = None
+        if config.redis_url:
+            from redis.asyncio import Redis
+
+            self._redis = Redis.from_url(config.redis_url, socket_timeout=0.5, socket_connect_timeout=0.5)
 
     # -- sampling (request path: cheap, never raises) -----------------------------------------------
     def rate(self, domain: str) -> float:
@@ -115,6 +120,7 @@ class Auditor:
             await asyncio.wait_for(self.drain(), within_s)
         for task in list(self._tasks):
             task.cancel()
+        await self.close_redis()
 
     # -- one audit -----------------------------------------------------------------------------------
     async def _run(self, job: AuditJob) -> None:
@@ -192,6 +198,10 @@ class Auditor:
         self.spent_today()
         self._spent += extra_cost
         self.done += 1
+        if self._redis is not None and extra_cost > 0:
+            shared = asyncio.get_running_loop().create_task(self._share_spend(self._day, extra_cost))
+            self._tasks.add(shared)
+            shared.add_done_callback(self._tasks.discard)
         self.store.add(AUDITS, row)
         if self.metrics is not None:
             self.metrics.observe(row["domain"], row["mode"], row["verdict"], extra_cost)
@@ -203,6 +213,25 @@ class Auditor:
             task = asyncio.get_running_loop().create_task(self.guardrails.observe(row["domain"], row["verdict"]))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+
+    async def _share_spend(self, day: str, usd: float) -> None:
+        """Add to the day's spend shared by every replica, and adopt the shared total (so the budget is
+        one budget, not one per process). A Redis error leaves this process's own count in force."""
+        assert self._redis is not None
+        key = f"{self.config.key_prefix}spend:{day}"
+        try:
+            total = float(await self._redis.incrbyfloat(key, usd))
+            await self._redis.expire(key, 3 * 86400)
+        except Exception as exc:
+            log.warning("audits: shared daily spend unavailable (%s); counting this process's only",
+                        type(exc).__name__)
+            return
+        if day == self._day:
+            self._spent = max(self._spent, total)
+
+    async def close_redis(self) -> None:
+        if self._redis is not None:
+            await self._redis.aclose()
 
     def health(self) -> dict[str, Any]:
         return {"ok": True, "running": len(self._tasks), "done": self.done, "skipped": dict(self.skipped),

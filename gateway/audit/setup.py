@@ -29,6 +29,9 @@ async def start_audits(services: Services, ledger: Ledger, metrics: Metrics) -> 
     if guardrails is not None:
         await guardrails.start()
     audit_metrics = AuditMetrics(metrics.registry)
+    if guardrails is not None:
+        guardrails.metrics = audit_metrics
+        guardrails._export()
     services.auditor = Auditor(policy, config, services.dispatcher, ledger.costs, store, guardrails, audit_metrics)
     services.guardrails = guardrails
     services.extras["audit_store"] = store

@@ -105,7 +105,8 @@ def _csv(data: dict[str, Any]) -> None:
     from gateway.reports.compute import flat_rows
 
     rows = list(flat_rows(data))
-    writer = csv.DictWriter(sys.stdout, fieldnames=list(rows[0]), lineterminator="\n")
+    names = list(dict.fromkeys(k for row in rows for k in row))  # the TOTAL row may add audit columns
+    writer = csv.DictWriter(sys.stdout, fieldnames=names, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
 
@@ -151,6 +152,34 @@ def _table(data: dict[str, Any]) -> None:
                       style="bold" if g["key"] == "TOTAL" else None)
     console.print(table)
     console.print(_side_table(data))
+    audit = data.get("audit")
+    if audit and audit.get("samples"):
+        console.print(_quality_table(audit, data["totals"]))
+
+
+def _quality_table(audit: dict[str, Any], totals: dict[str, Any]) -> Table:
+    """Audited SLM answers per domain: how often the SLM was at least as good as the reference LLM."""
+    from rich.table import Table
+
+    title = (f"Quality: audited SLM answers against the reference LLM (non-inferior = win or tie; 95% Wilson "
+             f"interval). Net savings after ${audit['cost_usd']:,.4f} of audits: "
+             f"${totals.get('net_savings_usd', 0.0):,.4f}")
+    table = Table(title=title, title_justify="left")
+    for h in ("domain", "samples", "wins", "ties", "losses", "errors", "non-inferior %", "95% CI",
+              "judge disagree %", "audit cost", "guardrail"):
+        table.add_column(h, justify="left" if h in ("domain", "guardrail") else "right")
+
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{100 * x:.1f}"
+
+    rows = [*audit["by_domain"].items(), ("TOTAL", audit)]
+    for domain, a in rows:
+        ci = "-" if a["ci_low"] is None else f"{pct(a['ci_low'])}-{pct(a['ci_high'])}"
+        guard = (audit.get("guardrails") or {}).get(domain, {}).get("action") or ""
+        table.add_row(domain, _fmt(a["samples"]), _fmt(a["wins"]), _fmt(a["ties"]), _fmt(a["losses"]),
+                      _fmt(a["errors"]), pct(a["non_inferior_rate"]), ci, pct(a["disagreement_rate"]),
+                      _fmt(a["cost_usd"], True), guard, style="bold" if domain == "TOTAL" else None)
+    return table
 
 
 def _side_table(data: dict[str, Any]) -> Table:

@@ -193,6 +193,21 @@ def _raw_ranges(since: datetime, until: datetime, start: datetime, end: datetime
 
 async def build_report(engine: AsyncEngine, *, since: datetime, until: datetime | None = None,
                        by: str = "day", refresh: bool = True) -> dict[str, Any]:
+    """The report for ledger rows with ``since <= ts < until``, grouped ``by`` one of GROUP_BY, with the
+    period's audit verdicts (``gateway.reports.quality``) and net savings.
+
+    With ``refresh`` the dirty complete hours of the window are rolled up first (a no-op when the
+    rollups are current); without it, they are read from the raw rows (same numbers, slower)."""
+    from gateway.reports.quality import add_quality
+
+    until = until or datetime.now(UTC)
+    report = await _build_requests_report(engine, since=since, until=until, by=by, refresh=refresh)
+    await add_quality(engine, report, since, until)
+    return report
+
+
+async def _build_requests_report(engine: AsyncEngine, *, since: datetime, until: datetime | None = None,
+                                 by: str = "day", refresh: bool = True) -> dict[str, Any]:
     """The report for ledger rows with ``since <= ts < until``, grouped ``by`` one of GROUP_BY.
 
     With ``refresh`` the dirty complete hours of the window are rolled up first (a no-op when the
@@ -270,6 +285,8 @@ COLUMNS: tuple[str, ...] = (
     "requests", "errors", "prompt_tokens", "completion_tokens", "cost_usd", "baseline_cost_usd",
     "savings_usd", "savings_pct", "cache_hit_rate", "escalation_rate", "latency_p50_ms", "latency_p95_ms",
 )
+AUDIT_COLUMNS: tuple[str, ...] = ("samples", "wins", "ties", "losses", "errors", "non_inferior_rate", "ci_low",
+                                  "ci_high", "cost_usd")
 SHADOW_COLUMNS: tuple[str, ...] = ("shadow_requests", "shadow_cost_usd", "shadow_savings_usd",
                                    "shadow_savings_pct")
 
@@ -281,4 +298,9 @@ def flat_rows(report: dict[str, Any]) -> Iterable[dict[str, Any]]:
         row.update({c: g[c] for c in (*COLUMNS, *SHADOW_COLUMNS)})
         row.update({f"route_{r}": g["requests_by_route"].get(r, 0) for r in ROUTES})
         row["escalation_reasons"] = ";".join(f"{k}={v}" for k, v in g["escalation_reasons"].items())
+        audit = g.get("audit") if g["key"] != "TOTAL" else report.get("audit")
+        if audit is not None:
+            row.update({f"audit_{k}": audit.get(k) for k in AUDIT_COLUMNS})
+        if g["key"] == "TOTAL" and "net_savings_usd" in g:
+            row["net_savings_usd"] = g["net_savings_usd"]
         yield row

@@ -290,3 +290,44 @@ def test_verdicts_survive_a_ledger_that_is_down(tmp_path: Path, slm_upstream: St
         rows = _wait_rows(tmp_path, 1)
     assert [r["verdict"] for r in rows] == ["win"]
     assert not list((tmp_path / "spill" / "audits").glob("spill-*"))
+
+
+async def test_raise_threshold_steps_up_bounded_and_alert_leaves_routing_alone(
+        slm_upstream: StandinServer, llm_upstream: StandinServer) -> None:
+    from gateway.app import build_services
+    from gateway.audit.guardrails import Guardrails
+    from gateway.audit.hooks import guard
+    from router.base import Decision
+
+    doc = policy_dict(slm_upstream.base_url, llm_upstream.base_url)
+    doc["audit"] = {"guardrails": {
+        "sql": {"min_non_inferior": 0.9, "window": 10, "min_samples": 5, "action": "raise_threshold",
+                "threshold_step": 0.2, "max_threshold": 0.95},
+        "code": {"min_non_inferior": 0.9, "window": 10, "min_samples": 5, "action": "alert"}}}
+    policy = parse_policy(doc)
+    assert policy.audit is not None
+    services = build_services(policy)
+    guards = Guardrails(policy.audit, {"sql": 0.6, "code": 0.6}, store=None)
+    services.guardrails = guards
+    for _ in range(4):
+        assert await guards.observe("sql", "loss") is None  # under min_samples: no action yet
+    tripped = await guards.observe("sql", "loss")
+    assert tripped is not None and tripped.action == "raise_threshold"
+    assert tripped.threshold_delta == pytest.approx(0.2) and tripped.evidence["window"]["losses"] == 5
+    plan = services.dispatcher.plan("sql", True)
+    low, targets, shadowed = guard(services, Decision("slm", "sql", 0.7, "classified sql=0.70>=0.60"), plan)
+    assert low.target == "llm" and "<0.80 (guardrail +0.20)" in low.reason and not shadowed
+    assert [t.route for t in targets] == ["llm"]
+    high, targets, _ = guard(services, Decision("slm", "sql", 0.85, "classified sql=0.85>=0.60"), plan)
+    assert high.target == "slm" and targets == plan
+    for _ in range(5):  # the window started afresh; five more losses step again, up to max_threshold
+        await guards.observe("sql", "loss")
+    assert guards.states()["sql"].threshold_delta == pytest.approx(0.35)
+    for _ in range(4):  # wins and ties keep the rate high enough: no action
+        await guards.observe("code", "win")
+    assert await guards.observe("code", "tie") is None
+    for _ in range(10):
+        await guards.observe("code", "loss")
+    assert guards.states()["code"].action == "alert"
+    assert guards.state("code") is None  # an alert changes no routing
+    await services.close()

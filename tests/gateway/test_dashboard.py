@@ -57,6 +57,18 @@ def _app(tmp_path: Path) -> FastAPI:
                 r.ts = now - 60 * 86_400  # outside the default 7-day window
             ledger.record(r)
         await ledger.flush()
+        from gateway.audit.store import AuditStore
+
+        store = AuditStore(lambda: ledger.engine, tmp_path / "spill")
+        for i, (days_ago, domain, verdict) in enumerate([(2, "sql", "win"), (2, "sql", "tie"), (1, "sql", "loss"),
+                                                          (1, "sql", "win"), (1, "code", "win")]):
+            store.add("slmgw_audits", {
+                "id": f"a{i}", "request_id": f"r{i}", "ts": now - 86_400 * days_ago + i, "tenant": "acme",
+                "domain": domain, "mode": "audit", "slm_backend": "sql-slm", "slm_model": domain,
+                "reference_model": "openai/gpt-4o", "judge_model": "openai/gpt-4o", "verdict": verdict,
+                "order1": None, "order2": None, "disagree": False, "error": None, "slm_cost_usd": 0.0003,
+                "reference_cost_usd": 0.001, "judge_cost_usd": 0.002})
+        await store.flush()
         app.state.ledger = ledger
         yield
         await ledger.close()
@@ -163,6 +175,15 @@ def test_dashboard_charts_match_the_json_report(server: str, browser: Any, tmp_p
     assert reasons == {(k,): v for k, v in totals["escalation_reasons"].items()} and reasons
     latency = _values(browser, "#chart-latency rect[data-route]", "data-route", "data-series")
     assert latency == {(r, s): v[s] for r, v in totals["latency_by_route"].items() for s in ("p50_ms", "p95_ms")}
+
+    # Quality over time: one point per day and domain, at the report's non-inferior rate.
+    points = _values(browser, "#chart-quality circle[data-day]", "data-day", "data-domain")
+    audit = report["audit"]
+    assert audit["samples"] == 5 and audit["cost_usd"] == pytest.approx(0.015)
+    assert points == pytest.approx({(day, dom): a["non_inferior_rate"] for day, by in audit["by_day"].items()
+                                    for dom, a in by.items()})
+    assert len(points) == 3
+    assert float(kpis["net_savings_usd"].get_attribute("data-value")) == pytest.approx(totals["savings_usd"] - 0.015)
 
     # The table's TOTAL row.
     total_row = browser.find_element("css selector", "#table tr[data-key=TOTAL]")

@@ -114,6 +114,42 @@
     legend(container, series.map(function (s) { return [s[2], s[1]]; }));
   }
 
+  function qualityChart(container, report) {
+    var W = 900, H = 240, L = 70, R = 12, T = 12, B = 34;
+    var root = svg(container, W, H);
+    var audit = report.audit || {}, byDay = audit.by_day || {};
+    var days = Object.keys(byDay).sort();
+    if (!days.length) { empty(root, W, H, "No audits in this period (policy audit.sample_rate)"); return; }
+    var domains = Object.keys(audit.by_domain || {}).sort();
+    var colors = ["#4f8cff", "#3ecf8e", "#f5a623", "#a678f5", "#ef5b5b", "#5bc0de"];
+    yAxis(root, L, W - R, H - B, T, 100, function (v) { return v + "%"; });
+    var slot = (W - L - R) / days.length;
+    var y = function (p) { return H - B - (H - B - T) * p; };
+    domains.forEach(function (dom, j) {
+      var color = colors[j % colors.length], pts = [];
+      days.forEach(function (day, i) {
+        var a = byDay[day][dom];
+        if (!a || a.non_inferior_rate === null) return;
+        var x = L + i * slot + slot / 2 + (j - (domains.length - 1) / 2) * 5;
+        el("line", { x1: x, x2: x, y1: y(a.ci_low), y2: y(a.ci_high), stroke: color, "stroke-width": 2, opacity: 0.45 }, root);
+        var c = el("circle", { cx: x, cy: y(a.non_inferior_rate), r: 4, fill: color, "data-day": day, "data-domain": dom,
+                               "data-value": a.non_inferior_rate }, root);
+        hover(c, day + " · " + dom + ": " + (100 * a.non_inferior_rate).toFixed(1) + "% non-inferior over " + a.samples +
+              " audits (95% CI " + (100 * a.ci_low).toFixed(0) + "–" + (100 * a.ci_high).toFixed(0) + "%)");
+        pts.push(x + "," + y(a.non_inferior_rate));
+      });
+      if (pts.length > 1) el("polyline", { points: pts.join(" "), fill: "none", stroke: color, "stroke-width": 1.5 }, root);
+    });
+    days.forEach(function (day, i) {
+      if (days.length <= 16 || i % Math.ceil(days.length / 16) === 0)
+        text(root, L + i * slot + slot / 2, H - B + 16, day.slice(5), { "text-anchor": "middle" });
+    });
+    legend(container, domains.map(function (d, j) {
+      var g = (audit.guardrails || {})[d];
+      return [d + (g ? " (guardrail: " + g.action + ")" : ""), colors[j % colors.length]];
+    }));
+  }
+
   function routeChart(container, totals) {
     var W = 420, H = 230, cx = 115, cy = 115, r = 90, ri = 56;
     var root = svg(container, W, H);
@@ -185,7 +221,7 @@
   }
 
   // ---- KPIs and table ----
-  function kpis(totals, shadow) {
+  function kpis(totals, shadow, audit) {
     var box = $("kpis");
     box.textContent = "";
     var items = [
@@ -194,6 +230,10 @@
       ["cache_hit_rate", "Cache hit rate", pct], ["escalation_rate", "Escalation rate", pct],
     ];
     if (shadow) items.push(["shadow_savings_usd", "Would-be savings", money, "shadow"], ["shadow_savings_pct", "Would-be savings %", pct, "shadow"]);
+    if (audit && audit.samples) {
+      totals = Object.assign({ non_inferior_pct: audit.non_inferior_rate === null ? null : 100 * audit.non_inferior_rate }, totals);
+      items.push(["net_savings_usd", "Net savings (after audits)", money, "good"], ["non_inferior_pct", "Non-inferior %", pct]);
+    }
     items.forEach(function (it) {
       var d = document.createElement("div");
       d.className = "kpi " + (it[3] || "");
@@ -254,13 +294,14 @@
     Promise.all([daily, grouped]).then(function (res) {
       var d = res[0], g = res[1];
       window.slmgwReport = { daily: d, grouped: g };
-      kpis(d.totals, d.shadow);
+      kpis(d.totals, d.shadow, d.audit);
       $("note").textContent = d.totals.requests
         ? "Saved " + money(d.totals.savings_usd) + " of an estimated " + money(d.totals.baseline_cost_usd) +
           " baseline (" + (d.baseline_models.join(", ") || "–") + ")" +
           (d.shadow ? "; shadow mode: " + money(d.totals.shadow_savings_usd) + " would-be savings on " + num(d.totals.shadow_requests) + " requests." : ".")
         : "No requests recorded in this period.";
       savingsChart($("chart-savings"), d);
+      qualityChart($("chart-quality"), d);
       routeChart($("chart-routes"), d.totals);
       escalationChart($("chart-escalations"), d.totals);
       latencyChart($("chart-latency"), d.totals);
