@@ -18,6 +18,16 @@ class ReportFailed(RuntimeError):
     """A report failed in the child (the original error as text: driver errors may not pickle)."""
 
 
+def init() -> None:
+    """Process initializer: lower this process's CPU priority, so on a busy machine the serving
+    workers run first and reports take what is left."""
+    import contextlib
+    import os
+
+    with contextlib.suppress(OSError, AttributeError):
+        os.nice(10)
+
+
 def warm_up() -> bool:
     """Import what a report needs, so the first real one does not pay for it."""
     import gateway.reports.compute  # noqa: F401

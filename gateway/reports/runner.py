@@ -60,7 +60,8 @@ class ReportRunner:
         from gateway.reports import child
 
         # spawn: a clean interpreter (forking a worker with running threads and open sockets is unsafe)
-        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=child.init)
         self._pool.submit(child.warm_up)
 
     def _kill_pool(self) -> None:
