@@ -195,6 +195,9 @@ class CostModel:
     def _price(self, rec: RequestRecord) -> Cost:
         pt, ct = max(rec.prompt_tokens, 0), max(rec.completion_tokens, 0)
         cost = self.route_cost(rec.route, rec.backend, rec.model, pt, ct)
+        spent = rec.extra.get("slm_discarded_backend")
+        if spent:  # an SLM answer discarded for low confidence (serving.confidence) was paid for too
+            cost += slm_cost(self.slm_costs.get(spent), int(rec.extra.get("slm_discarded_tokens") or 0))
         if rec.status >= 400 or rec.endpoint == "embedding":
             # A failed request saved nothing; an embedding has no chat-model baseline.
             baseline = cost

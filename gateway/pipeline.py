@@ -24,6 +24,7 @@ from gateway.errors import GatewayError, ModelNotFound, NoBackendAvailable, Upst
 from gateway.records import RequestRecord
 from gateway.services import Services
 from router.base import Decision
+from router.difficulty import hard_gate
 from serving.dispatch import Answer, Kind, Target
 
 if TYPE_CHECKING:
@@ -60,6 +61,7 @@ class Pipeline:
             self._llm_names[name] = name
             self._llm_names.setdefault(backend.model, name)
             self._llm_names.setdefault(backend.model.split("/", 1)[-1], name)
+        self._hard = hard_gate(policy)
 
     # -- routing ------------------------------------------------------------------------------------
     def resolve(self, kind: Kind, body: dict[str, Any]) -> tuple[Decision, list[Target]]:
@@ -70,6 +72,8 @@ class Pipeline:
             if kind == "embedding":
                 return self._embedding_targets()
             decision = self.s.router.decide(body)
+            if self._hard is not None:  # QUALITY: too hard for the domain's SLM -> LLM (docs/quality.md)
+                decision = self._hard.apply(decision, body)
             if self.s.policy.router.shadow:
                 # Shadow mode: the LLM answers everything; the ledger keeps where the router would go.
                 return decision, disp.plan(decision.domain, False)
@@ -128,6 +132,7 @@ class Pipeline:
             raise
         rec.route, rec.backend, rec.model, rec.escalation = answer.route, answer.backend, answer.model, \
             answer.escalation
+        rec.extra.update(answer.extra)  # QUALITY: answer confidence, a discarded SLM answer
         headers = self._headers(ctx, rec, decision, answer)
         audit = audit_hooks.audit_mode(self.s, kind, rec, answer) if self.s.auditor is not None else None
         if answer.chunks is not None:

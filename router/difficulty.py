@@ -22,6 +22,7 @@ import itertools
 import json
 import math
 import re
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 
 FORMAT = "slmgw-difficulty"
 FORMAT_VERSION = 1
-MAX_CHARS = 2000
+MAX_CHARS = 1000
 """Only the first characters of a request are read, so a huge prompt costs what a long one does."""
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
@@ -119,27 +120,21 @@ class DifficultyModel:
     manifest: dict[str, Any]
 
     def __post_init__(self) -> None:
-        # One dict lookup per n-gram at scoring time: term -> (idf, coefficient).
-        table = {t: (float(self.idf[j]), float(self.coef[j])) for t, j in self.vocab.items()}
-        object.__setattr__(self, "_table", table)
         n = len(self.idf)
         object.__setattr__(self, "_shape", [(float(c), float(m), float(sc)) for c, m, sc in
                                             zip(self.coef[n:], self.shape_mean, self.shape_scale, strict=True)])
 
     def score(self, text: str) -> float:
-        """P(SLM answer worse than the LLM's) for one text. Plain Python: for a few hundred n-grams it
-        is faster than building NumPy arrays."""
-        counts: dict[str, int] = {}
-        for term in analyze(text):
-            counts[term] = counts.get(term, 0) + 1
-        table: dict[str, tuple[float, float]] = self._table  # type: ignore[attr-defined]
+        """P(SLM answer worse than the LLM's) for one text."""
+        counts = Counter(analyze(text))  # counting and lookups in C: ~3x faster than a Python loop
+        ids = np.fromiter(map(self.vocab.get, counts, itertools.repeat(-1)), dtype=np.int64, count=len(counts))
+        tf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
+        known = ids >= 0
         num = den = 0.0
-        for term, n in counts.items():
-            entry = table.get(term)
-            if entry is not None:
-                w = entry[0] if n == 1 else (1.0 + math.log(n)) * entry[0]
-                num += w * entry[1]
-                den += w * w
+        if known.any():
+            ids, tf = ids[known], tf[known]
+            w = (1.0 + np.log(tf)) * self.idf[ids]
+            num, den = float(w @ self.coef[ids]), float(w @ w)
         z = self.intercept + (num / math.sqrt(den) if den > 0.0 else 0.0)
         for f, (c, m, sc) in zip(shape(text), self._shape, strict=True):  # type: ignore[attr-defined]
             z += c * min(max((f - m) / sc, -SHAPE_CLIP), SHAPE_CLIP)

@@ -16,13 +16,14 @@ next one, then to the LLMs. Every reason met on the way is kept, in order, in ``
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import orjson
 
 from gateway.config import Policy
 from gateway.errors import GatewayError, NoBackendAvailable, UpstreamClientError, UpstreamError
+from serving import confidence
 from serving.escalation import output_tokens, prompt_bounds, unsupported_feature
 from serving.health import Replica, SlmHealth
 from serving.llm import LlmClient
@@ -44,6 +45,8 @@ class Escalation(UpstreamError):
 class Target:
     route: Literal["slm", "llm"]
     backend: str
+    domain: str | None = None
+    """The domain an SLM target serves (its answer checks apply)."""
 
 
 @dataclass(slots=True)
@@ -74,6 +77,8 @@ class Answer:
     """The upstream's own bytes for ``body`` when they can be passed on unchanged."""
     chunks: AsyncIterator[list[Event]] | None = None
     upstream_ms: float = 0.0
+    extra: dict[str, str] = field(default_factory=dict)
+    """For the ledger's ``extra``: answer confidence, a discarded SLM answer (serving.confidence)."""
 
 
 class Dispatcher:
@@ -83,6 +88,7 @@ class Dispatcher:
         self.slm = SlmClient()
         self.llm = LlmClient(self.fields)
         self.health = SlmHealth(policy, lambda: self.slm.session)
+        self.checks = confidence.checks_from(policy)
 
     async def start(self) -> list[str]:
         """Probe the SLM replicas once and start polling them; returns the problems found (each one
@@ -99,7 +105,7 @@ class Dispatcher:
         if to_slm and domain is not None:
             dom = self.policy.domain(domain)
             if dom is not None:
-                targets.append(Target("slm", dom.backend))
+                targets.append(Target("slm", dom.backend, dom.name))
         if llm is not None:
             targets.append(Target("llm", llm))
         else:
@@ -110,12 +116,13 @@ class Dispatcher:
         import time
 
         reasons: list[str] = []
+        extra: dict[str, str] = {}
         last: GatewayError | None = None
         for target in targets:
             t0 = time.perf_counter()
             try:
                 if target.route == "slm":
-                    answer = await self._slm(kind, body, target.backend, stream)
+                    answer = await self._slm(kind, body, target.backend, stream, target.domain)
                 else:
                     answer = await self._llm(kind, body, target.backend, stream)
             except UpstreamClientError:
@@ -123,8 +130,11 @@ class Dispatcher:
             except UpstreamError as exc:
                 last = exc
                 reasons.append(exc.reason)
+                if isinstance(exc, confidence.LowConfidence):
+                    extra.update(confidence.discarded(exc))
                 continue
             answer.escalation = ",".join(reasons) or None
+            answer.extra.update(extra)
             answer.upstream_ms = (time.perf_counter() - t0) * 1000
             return answer
         names = ", ".join(f"{t.route}:{t.backend}" for t in targets)
@@ -132,7 +142,8 @@ class Dispatcher:
         raise NoBackendAvailable(f"Every backend failed ({names}): {why}.",
                                  detail=last.message if last else "no backend configured")
 
-    async def _slm(self, kind: Kind, body: dict[str, Any], name: str, stream: bool) -> Answer:
+    async def _slm(self, kind: Kind, body: dict[str, Any], name: str, stream: bool,
+                   domain: str | None = None) -> Answer:
         backend = self.policy.slm_backends[name]
         if kind != "embedding":
             feature = unsupported_feature(body, backend.supports)
@@ -143,6 +154,8 @@ class Dispatcher:
         payload = {**for_slm(kind, body, self.fields), "model": backend.model}
         if stream:
             payload["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        check = self.checks.get(domain or "") if not stream and confidence.checkable(kind, body) else None
+        asked = confidence.ask(kind, payload) if check is not None else None
         data = orjson.dumps(payload)
         tried: set[str] = set()
         reasons: list[str] = []
@@ -159,12 +172,17 @@ class Dispatcher:
                     except orjson.JSONDecodeError:
                         raise UpstreamError("SLM returned invalid JSON", reason="slm_bad_response") from None
                     self.health.record_success(rep)
+                    if check is not None and asked is not None:  # may raise LowConfidence: escalate
+                        extra = confidence.judge(kind, obj, check, asked, name)
+                        return Answer("slm", name, backend.model, body=obj, extra=extra)
                     return Answer("slm", name, backend.model, body=obj, raw=raw)
                 events = await self.slm.stream(backend, rep.url, _PATHS[kind], data)
                 chunks = await _prefetch(_parse_events(events))
                 self.health.record_success(rep)
                 handed_over = True
                 return Answer("slm", name, backend.model, chunks=_release_at_end(chunks, rep))
+            except confidence.LowConfidence:
+                raise  # the replica is fine; the answer is not
             except UpstreamError as exc:
                 self.health.record_failure(rep, exc.reason, backend.model)
                 last = exc
