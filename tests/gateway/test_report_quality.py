@@ -98,3 +98,32 @@ def test_cli_table_and_csv_show_quality(ledger: Ledger, tmp_path: Path) -> None:
     rows = {r["key"]: r for r in csv.DictReader(io.StringIO(out.output))}
     assert rows["TOTAL"]["audit_samples"] == "4" and float(rows["TOTAL"]["net_savings_usd"]) == pytest.approx(0.0183)
     assert rows["sql"]["audit_losses"] == "1"
+
+
+async def test_audit_rows_and_quality_on_postgresql(tmp_path: Path) -> None:
+    try:
+        from tests.gateway.ledger_helpers import pg_database
+    except ImportError:  # tests/gateway is not a package
+        from ledger_helpers import pg_database  # type: ignore[no-redef]
+
+    async with pg_database() as url:
+        p = policy({"ledger": {"url": url}}, base_dir=str(tmp_path))
+        led = Ledger.from_policy(p, costs=CostModel.from_policy(p, PRICES))
+        await led.start()
+        try:
+            for r in sample_records():
+                led.record(r)
+            await led.flush()
+            store = AuditStore(lambda: led.engine, tmp_path / "spill")
+            rows = [_audit(1, "sql", "win"), _audit(2, "sql", "loss"), _audit(3, "sql", "tie", disagree=True)]
+            for row in rows:
+                store.add(AUDITS, row)
+            store.add(AUDITS, rows[0])  # a replayed duplicate is skipped, not counted twice
+            await store.flush()
+            assert led.engine is not None
+            rep = await build_report(led.engine, since=SINCE, until=UNTIL, by="domain")
+        finally:
+            await led.close()
+    audit = rep["audit"]
+    assert (audit["samples"], audit["wins"], audit["losses"], audit["ties"]) == (3, 1, 1, 1)
+    assert audit["cost_usd"] == pytest.approx(0.009) and rep["totals"]["net_savings_usd"] == pytest.approx(0.0188)
