@@ -145,7 +145,7 @@ def test_internal_error_is_caught(router: ClassifierRouter, monkeypatch: pytest.
     def boom(*_: Any) -> Any:
         raise RuntimeError("featurizer exploded")
 
-    monkeypatch.setattr(router.model, "predict_parts", boom)
+    monkeypatch.setattr(router.model.featurizer, "vector", boom)
     assert router.decide(chat(SQL)).reason == "router_error RuntimeError"
 
 

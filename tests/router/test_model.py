@@ -150,9 +150,14 @@ def test_build_router_reports_missing_model(tmp_path: Path) -> None:
 
 
 def test_committed_demo_model_loads_and_matches_the_examples() -> None:
+    from router.starter import project_examples
+
     model = RouterModel.load(DEMO_MODEL)
-    texts, labels = read_examples([TRAIN_FILE, CHAT_FILE, GENERAL_FILE, CODE_FILE])
-    assert model.manifest["training"]["data_sha256"] == data_sha256(texts, labels), \
+    project = project_examples()
+    assert {e.source for e in project} == {"project:" + p.name for p in (TRAIN_FILE, CHAT_FILE, GENERAL_FILE,
+                                                                         CODE_FILE)}
+    assert model.manifest["training"]["project_sha256"] == data_sha256([e.text for e in project],
+                                                                       [e.label for e in project]), \
         "router/examples changed: rebuild with `python -m router.examples.build`"
     router = build_router(make_policy(DEMO_MODEL))
     assert router.decide({"messages": [{"role": "user", "content": "Write a SQL query listing all customers."}]}

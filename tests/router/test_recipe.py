@@ -93,17 +93,24 @@ def test_chat_recipe_relabels_calculator_and_frames_sources() -> None:
         build(scale=0.05, recipe="fancy")
 
 
-def test_demo_model_is_trained_on_the_project_files_with_calibrated_thresholds() -> None:
+def test_demo_model_is_the_starter_recipe_with_out_of_source_thresholds() -> None:
     model = RouterModel.load(DEMO_MODEL)
+    training = model.manifest["training"]
     texts, _ = read_examples([TRAIN_FILE, CHAT_FILE, GENERAL_FILE, CODE_FILE])
-    assert model.manifest["training"]["examples"] == len(texts)
+    assert training["recipe"] == "router.starter"
+    assert training["project_examples"] == len(texts) and training["examples"] > 10 * len(texts)
+    sources = set(training["sources"])
+    assert {"bitext", "staqc_sql", "gsm8k", "conala", "hwu64"} <= sources
+    assert not sources & {"asdiv", "codealpaca_2k", "instruction_wild", "alpaca_5k"}  # non-commercial: never shipped
     assert set(model.thresholds) == {"sql", "code", "support", "math"}
     assert all(0.2 <= t <= 1.0 for t in model.thresholds.values())
     assert model.manifest["calibration"]["rule"] == "bag:total"
     assert model.manifest["calibration"]["budget"] == "total"
-    assert DEMO_MODEL.stat().st_size < 5_000_000
-    probs = model.predict_proba(["why does my python loop never end", "what's the capital of france"])
-    assert [model.labels[i] for i in np.argmax(probs, axis=1)] == ["code", "general"]
+    assert "out-of-source" in model.manifest["calibration"]["data"]
+    assert DEMO_MODEL.stat().st_size < 50_000_000
+    probs = model.predict_proba(["why does my python loop never end", "what's the capital of france",
+                                 "CREATE TABLE orders (id INTEGER, total REAL);\nHow many orders are there?"])
+    assert [model.labels[i] for i in np.argmax(probs, axis=1)] == ["code", "general", "sql"]
 
 
 def test_multi_part_vector_is_the_weighted_sum_of_normalised_parts() -> None:
