@@ -56,7 +56,9 @@ async def _migrate(url: str) -> None:
 
 def _measure(url: str, mode: str, by: str, days: float) -> dict[str, Any]:
     out = subprocess.run([sys.executable, "-m", "benchmarks.reports.measure", url, mode, by, str(days)],
-                         capture_output=True, text=True, check=True)
+                         capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"measurement {mode} by {by} failed:\n{out.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
 
@@ -129,8 +131,8 @@ def _serve_and_measure(url: str, seconds: float, mode: str) -> dict[str, dict[st
 def bench_store(store: str, url: str, rows: int, days: float, latency_s: float, fill_needed: bool,
                 skip_raw: bool = False) -> dict[str, Any]:
     result: dict[str, Any] = {"store": store, "rows": rows}
+    asyncio.run(_migrate(url))
     if fill_needed:
-        asyncio.run(_migrate(url))
         print(f"{store}: filling {rows:,} rows over {days:g} days", file=sys.stderr)
         result["fill_s"] = asyncio.run(fill(url, rows, days))
     for by in () if skip_raw else BYS:
@@ -204,8 +206,10 @@ def main() -> int:
             if not fresh:  # reuse: start from raw again (every hour dirty, no cells)
                 import sqlite3
 
+                asyncio.run(_migrate(url))
                 with sqlite3.connect(db) as conn:
                     conn.execute("DELETE FROM slmgw_rollup_hourly")
+                    conn.execute("DELETE FROM slmgw_rollup_daily")
                     conn.execute("INSERT OR IGNORE INTO slmgw_rollup_dirty (hour, version) "
                                  "SELECT DISTINCT substr(ts, 1, 13) || ':00:00.000000', 1 FROM slmgw_requests")
             results.append(bench_store("sqlite", url, args.rows, args.days, args.latency_s, fresh, args.skip_raw))

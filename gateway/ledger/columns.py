@@ -13,11 +13,14 @@ VERSION_TABLE = "slmgw_ledger_version"
 """Alembic's version table for the ledger (its own name, so the database can host other schemas)."""
 ROLLUP_TABLE = "slmgw_rollup_hourly"
 """Hourly aggregates reports read (``gateway.ledger.rollup``)."""
+ROLLUP_DAILY_TABLE = "slmgw_rollup_daily"
+"""The same cells per UTC day, merged from a complete day's clean hourly cells (a month report reads
+30 days of them instead of 720 hours)."""
 DIRTY_TABLE = "slmgw_rollup_dirty"
 """Hours whose raw rows changed since their rollup was computed; the sinks mark them as they write."""
 STATE_TABLE = "slmgw_rollup_state"
 """Named timestamps: ``raw_pruned_before`` (raw rows older than it were deleted by ``slmgw ledger prune``)."""
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 """The newest migration in ``migrations/versions`` (a serving worker compares it with the database's)."""
 
 COLUMNS: tuple[str, ...] = (

@@ -74,6 +74,15 @@ def encode(values: Iterable[float]) -> bytes:
     return out.tobytes()
 
 
+def encode_counts(counts: Counts) -> bytes:
+    """Sparse bytes of dense counts (as ``encode``)."""
+    idx = np.flatnonzero(counts)
+    out = np.empty(idx.size, dtype=_PAIR)
+    out["i"] = idx
+    out["n"] = counts[idx]
+    return out.tobytes()
+
+
 def add_encoded(into: Counts, blob: bytes | None) -> None:
     """Add ``encode``d histograms (one, or several concatenated) to dense counts."""
     if blob:

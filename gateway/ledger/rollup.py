@@ -25,15 +25,16 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from gateway.ledger import histogram
-from gateway.ledger.schema import ROLLUP_DIMS, requests, rollup_dirty, rollup_hourly, rollup_state
+from gateway.ledger.schema import ROLLUP_DIMS, requests, rollup_daily, rollup_dirty, rollup_hourly, rollup_state
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-__all__ = ["HOUR", "ceil_hour", "dirty_hours", "floor_hour", "has_rollups", "mark_all", "pruned_before",
-           "refresh", "set_pruned_before"]
+__all__ = ["DAY", "HOUR", "build_days", "built_days", "ceil_hour", "dirty_hours", "floor_day", "floor_hour",
+           "has_rollups", "mark_all", "pruned_before", "refresh", "set_pruned_before"]
 
 HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
 PRUNED_BEFORE = "raw_pruned_before"
 _PG_LOCK_KEY = 0x534C4D4752  # one rollup writer at a time per hour on PostgreSQL
 t = requests
@@ -41,6 +42,10 @@ t = requests
 
 def floor_hour(dt: datetime) -> datetime:
     return dt.astimezone(UTC).replace(minute=0, second=0, microsecond=0)
+
+
+def floor_day(dt: datetime) -> datetime:
+    return floor_hour(dt).replace(hour=0)
 
 
 def ceil_hour(dt: datetime) -> datetime:
@@ -112,7 +117,76 @@ async def refresh(engine: AsyncEngine, *, start: datetime | None = None, end: da
         await _refresh_hour(engine, hour, version, pruned=horizon is not None and hour + HOUR <= horizon)
         if progress is not None:
             progress(done, len(todo))
+    await build_days(engine, start, end)
     return len(todo)
+
+
+async def built_days(conn: AsyncConnection, start: datetime, end: datetime) -> set[datetime]:
+    """Days in ``[start, end)`` that have daily cells."""
+    q = sa.select(rollup_daily.c.hour).where(rollup_daily.c.hour >= start, rollup_daily.c.hour < end).distinct()
+    return set((await conn.execute(q)).scalars())
+
+
+async def build_days(engine: AsyncEngine, start: datetime | None, end: datetime) -> int:
+    """Merge the hourly cells of every complete, clean day in ``[start, end)`` without daily cells into
+    daily cells. Returns the number of days built."""
+    lo = floor_day(start) if start is not None else None
+    async with engine.connect() as conn:
+        q = sa.select(rollup_hourly.c.hour).where(rollup_hourly.c.hour < end)
+        if lo is not None:
+            q = q.where(rollup_hourly.c.hour >= lo)
+        days = {floor_day(h) for h in (await conn.execute(q.distinct())).scalars()}
+        days = {d for d in days if (lo is None or d >= lo) and d + DAY <= end}
+        if not days:
+            return 0
+        days -= await built_days(conn, min(days), max(days) + DAY)
+        dirty = {floor_day(h) for h in await dirty_hours(conn, min(days, default=end), end)}
+    built = 0
+    for day in sorted(days - dirty):
+        built += await _build_day(engine, day)
+    return built
+
+
+_NUMBERS = ("requests", "errors", "prompt_tokens", "completion_tokens", "cost_usd", "baseline_cost_usd",
+            "cache_hits", "cache_lookups", "shadow_requests", "shadow_slm", "shadow_cost_usd",
+            "shadow_baseline_cost_usd", "latency_n")
+
+
+async def _build_day(engine: AsyncEngine, day: datetime) -> int:
+    async with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            await conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+        # First a write, so SQLite takes its write lock before anything is read: the hourly cells read
+        # below cannot change before this transaction commits.
+        await conn.execute(sa.delete(rollup_daily).where(rollup_daily.c.hour == day))
+        if await dirty_hours(conn, day, day + DAY):
+            return 0
+        h = rollup_hourly.c
+        q = sa.select(*(h[d] for d in ROLLUP_DIMS), *(h[c] for c in _NUMBERS), h.latency_hist, h.latency_exact)
+        merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for row in (await conn.execute(q.where(h.hour >= day, h.hour < day + DAY))).mappings():
+            key = tuple(row[d] for d in ROLLUP_DIMS)
+            cell = merged.get(key)
+            if cell is None:
+                cell = merged[key] = {**{d: row[d] for d in ROLLUP_DIMS}, **dict.fromkeys(_NUMBERS, 0),
+                                      "hists": [], "exacts": []}
+            for c in _NUMBERS:
+                cell[c] += row[c]
+            cell["hists"].append(row["latency_hist"])
+            cell["exacts"].append(row["latency_exact"])
+        cells = []
+        for cell in merged.values():
+            hists, exacts = cell.pop("hists"), cell.pop("exacts")
+            counts = histogram.empty()
+            histogram.add_encoded(counts, b"".join(hists))
+            exact = None
+            if cell["latency_n"] <= histogram.EXACT_MAX and all(e is not None for e in exacts):
+                exact = b"".join(exacts)
+            cells.append({**cell, "hour": day, "latency_hist": histogram.encode_counts(counts),
+                          "latency_exact": exact})
+        if cells:
+            await conn.execute(sa.insert(rollup_daily), cells)
+        return 1
 
 
 _DIMS = [t.c[d] for d in ROLLUP_DIMS]
@@ -170,6 +244,8 @@ async def _refresh_hour(engine: AsyncEngine, hour: datetime, version: int, *, pr
         else:
             where = in_hour
         cells = await _cells(conn, where, hour)
+        # the day's merged cells are stale now (rebuilt once the day is clean again)
+        await conn.execute(sa.delete(rollup_daily).where(rollup_daily.c.hour == floor_day(hour)))
         if not pruned:
             await conn.execute(sa.delete(rollup_hourly).where(rollup_hourly.c.hour == hour))
         if cells:

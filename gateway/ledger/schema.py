@@ -13,9 +13,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 
-from gateway.ledger.columns import DIRTY_TABLE, ROLLUP_TABLE, STATE_TABLE, TABLE, clean
+from gateway.ledger.columns import DIRTY_TABLE, ROLLUP_DAILY_TABLE, ROLLUP_TABLE, STATE_TABLE, TABLE, clean
 
-__all__ = ["UtcDateTime", "clean", "metadata", "requests", "rollup_dirty", "rollup_hourly", "rollup_state", "to_db"]
+__all__ = ["UtcDateTime", "clean", "metadata", "requests", "rollup_daily", "rollup_dirty", "rollup_hourly",
+           "rollup_state", "to_db"]
 
 metadata = sa.MetaData()
 
@@ -113,6 +114,11 @@ rollup_hourly = sa.Table(ROLLUP_TABLE, metadata, *rollup_columns(),
                          sa.Index("ix_slmgw_rollup_hourly_hour", "hour"))
 """Aggregates of the raw rows per hour x tenant x domain x route x model x baseline model x escalation
 (several cells may share a key: a reader adds them up)."""
+
+rollup_daily = sa.Table(ROLLUP_DAILY_TABLE, metadata, *rollup_columns(),
+                        sa.Index("ix_slmgw_rollup_daily_hour", "hour"))
+"""Cells merged per UTC day (``hour`` is the day's start): built from the hourly cells once a day is
+complete and clean, deleted whenever one of its hours is recomputed."""
 
 rollup_dirty = sa.Table(
     DIRTY_TABLE, metadata,

@@ -168,6 +168,20 @@ class Groups:
         return self.by_route[route]
 
 
+def _merge(ranges: list[tuple[datetime, datetime]]) -> list[tuple[datetime, datetime]]:
+    out: list[tuple[datetime, datetime]] = []
+    for a, b in sorted(ranges):
+        if out and out[-1][1] >= a:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
+
+
+def _within(table: sa.Table, ranges: list[tuple[datetime, datetime]]) -> sa.ColumnElement[bool]:
+    return sa.or_(*(sa.and_(table.c.hour >= a, table.c.hour < b) for a, b in ranges))
+
+
 def _raw_ranges(since: datetime, until: datetime, start: datetime, end: datetime,
                 clean: set[datetime]) -> list[tuple[datetime, datetime]]:
     """``[since, until)`` minus the clean hours in ``[start, end)``, as merged ranges."""
@@ -241,11 +255,27 @@ async def _build_requests_report(engine: AsyncEngine, *, since: datetime, until:
                 if hour not in dirty:
                     clean.add(hour)
                 hour += rollup.HOUR
-            if clean or pruned_dirty:
+            # Whole clean days with merged cells are read from the daily table, other hours hourly.
+            days = sorted(d for d in await rollup.built_days(conn, start, end)
+                          if d + rollup.DAY <= end and all(d + i * rollup.HOUR in clean for i in range(24)))
+            day_ranges = _merge([(d, d + rollup.DAY) for d in days])
+            if days:
+                from gateway.ledger.schema import rollup_daily
                 from gateway.reports.from_rollups import add_rollups
 
+                baseline_models |= await add_rollups(conn, rollup_daily, by, _within(rollup_daily, day_ranges), groups)
+            if len(clean) > 24 * len(days) or pruned_dirty:
+                from gateway.ledger.schema import rollup_hourly
+                from gateway.reports.from_rollups import add_rollups
+
+                h = rollup_hourly.c.hour
+                where = sa.and_(h >= start, h < end)
                 skip = set(dirty) - pruned_dirty
-                baseline_models |= await add_rollups(conn, by, start, end, skip, groups)
+                if skip:
+                    where = sa.and_(where, h.not_in(sorted(skip)))
+                if day_ranges:
+                    where = sa.and_(where, sa.not_(_within(rollup_hourly, day_ranges)))
+                baseline_models |= await add_rollups(conn, rollup_hourly, by, where, groups)
         ranges = _raw_ranges(since, until, start, end, clean) if clean else [(since, until)]
         if ranges:
             from gateway.reports.from_raw import add_raw

@@ -8,12 +8,9 @@ are streamed as bytes, collected per group and route, and merged once per group 
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-
-from gateway.ledger.schema import rollup_hourly as r
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncConnection
@@ -30,15 +27,12 @@ def _key(value: Any, by: str) -> str:
     return "(none)" if value is None and by in ("domain", "model") else str(value)
 
 
-async def add_rollups(conn: AsyncConnection, by: str, start: datetime, end: datetime, skip: set[datetime],
+async def add_rollups(conn: AsyncConnection, r: sa.Table, by: str, where: sa.ColumnElement[bool],
                       groups: Groups) -> set[str]:
-    """Add the cells of hours in ``[start, end)`` except ``skip`` to ``groups``; returns their baseline
-    models."""
-    where = [r.c.hour >= start, r.c.hour < end]
-    if skip:
-        where.append(r.c.hour.not_in(sorted(skip)))
+    """Add the cells of table ``r`` (hourly or daily) matching ``where`` to ``groups``; returns their
+    baseline models."""
     dims = (r.c[by], r.c.route, r.c.escalation, r.c.baseline_model)
-    sums = sa.select(*dims, *(sa.func.sum(r.c[c]).label(c) for c in _SUMS)).where(*where).group_by(*dims)
+    sums = sa.select(*dims, *(sa.func.sum(r.c[c]).label(c) for c in _SUMS)).where(where).group_by(*dims)
     baseline_models: set[str] = set()
     for row in (await conn.execute(sums)).mappings():
         acc = groups.get(_key(row[by], by))
@@ -54,7 +48,7 @@ async def add_rollups(conn: AsyncConnection, by: str, start: datetime, end: date
 
     parts: dict[tuple[str, str], list[Any]] = defaultdict(lambda: [0, [], []])
     lat = (sa.select(r.c[by], r.c.route, r.c.latency_n, r.c.latency_hist, r.c.latency_exact)
-           .where(*where, r.c.latency_n > 0).execution_options(yield_per=_BATCH))
+           .where(where, r.c.latency_n > 0).execution_options(yield_per=_BATCH))
     result = await conn.stream(lat)
     async for batch in result.partitions(_BATCH):
         for value, route, n, hist, exact in batch:

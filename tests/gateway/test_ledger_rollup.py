@@ -284,3 +284,38 @@ async def _rows_for(records: list[RequestRecord]) -> list[dict[str, Any]]:
     p = policy({})
     led = Ledger.from_policy(p, costs=CostModel.from_policy(p, PRICES))
     return [to_db(led._row(r, led.price(r))) for r in records]
+
+
+async def test_whole_days_are_read_from_daily_cells_and_rebuilt_after_late_rows(ledger: Ledger) -> None:
+    from gateway.ledger.schema import rollup_daily
+
+    assert ledger.engine is not None
+    for r in traffic(900, seed=11, hours=48):  # 2025-06-14 and 2025-06-15, whole days
+        ledger.record(r)
+    await ledger.flush()
+    first = await build_report(ledger.engine, since=SINCE, until=UNTIL, by="domain")
+    async with ledger.engine.connect() as conn:
+        assert await rollup.built_days(conn, SINCE, UNTIL) == {datetime(2025, 6, 14, tzinfo=UTC),
+                                                               datetime(2025, 6, 15, tzinfo=UTC)}
+    async with ledger.engine.begin() as conn:  # hourly cells of whole days are not read any more
+        await conn.execute(sa.update(rollup_hourly).values(requests=0, cost_usd=0.0))
+    again = await build_report(ledger.engine, since=SINCE, until=UNTIL, by="domain")
+    assert again["totals"]["requests"] == first["totals"]["requests"] == 900
+    assert again["totals"]["cost_usd"] == first["totals"]["cost_usd"]
+
+    # A late row: its hour is recomputed, its day's merged cells are dropped and rebuilt from the hours.
+    await rollup.mark_all(ledger.engine)
+    await rollup.refresh(ledger.engine)
+    ledger.record(rec(ts=T0 + 5 * 3600 + 1, prompt_tokens=777, completion_tokens=0))
+    await ledger.flush()
+    async with ledger.engine.connect() as conn:
+        days = await rollup.built_days(conn, SINCE, UNTIL)
+    assert days == {datetime(2025, 6, 14, tzinfo=UTC), datetime(2025, 6, 15, tzinfo=UTC)}  # still, until refresh
+    late = await build_report(ledger.engine, since=SINCE, until=UNTIL, by="domain")
+    assert late["totals"]["requests"] == 901
+    assert late["totals"]["prompt_tokens"] == first["totals"]["prompt_tokens"] + 777
+    assert_matches(await build_report(ledger.engine, since=SINCE, until=UNTIL, by="day"),
+                   recompute(await raw_rows(ledger), SINCE, UNTIL))
+    async with ledger.engine.connect() as conn:
+        n = (await conn.execute(sa.select(sa.func.count()).select_from(rollup_daily))).scalar_one()
+    assert n > 0
