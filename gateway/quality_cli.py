@@ -95,3 +95,32 @@ def convert_mmlu(
         raise typer.Exit(2)
     write_records(records, out)
     typer.echo(f"{out}: {len(records)} records")
+
+
+@app.command("eval-cascade")
+def eval_cascade(
+    data: Annotated[Path, typer.Option("--data", help="JSONL {answer_logprob, slm_score, llm_score, "
+                                                      "[slm_cost_usd, llm_cost_usd]} per recorded answer.")],
+    floor: Annotated[list[float] | None, typer.Option("--floor", help="Floors to try (repeatable); default: "
+                                                                      "deciles of the recorded logprobs.")] = None,
+    slm_cost: Annotated[float, typer.Option(help="Cost of an SLM answer when a line has none.")] = 0.0,
+    llm_cost: Annotated[float, typer.Option(help="Cost of an LLM answer when a line has none.")] = 1.0,
+    fmt: Annotated[str, typer.Option("--format", help="table or json.")] = "table",
+) -> None:
+    """Cost against quality for a sweep of min_answer_confidence floors, replaying recorded answers."""
+    from gateway.quality_cascade import read_replays, sweep
+
+    if fmt not in ("table", "json"):
+        raise typer.BadParameter("--format must be table or json")
+    try:
+        rows = sweep(read_replays(data, slm_cost, llm_cost), floor or None)
+    except (OSError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    if fmt == "json":
+        typer.echo(json.dumps([r.__dict__ for r in rows], indent=2))
+        return
+    typer.echo(f"{'floor':>9} {'escalated':>10} {'quality':>8} {'cost/req':>10} {'gap recovered':>14}")
+    for r in rows:
+        typer.echo(f"{r.floor:>9.3f} {r.escalated_pct:>9.1f}% {r.quality:>8.1f} {r.cost_per_request:>10.5f} "
+                   f"{r.gap_recovered_pct:>13.1f}%")

@@ -50,9 +50,11 @@ class Confidence:
 class LowConfidence(UpstreamError):
     """The SLM answered, but too unsure of itself: escalate, and keep what the answer cost."""
 
-    def __init__(self, message: str, *, backend: str, reason: str, usage: Mapping[str, Any]) -> None:
+    def __init__(self, message: str, *, backend: str, reason: str, usage: Mapping[str, Any],
+                 confidence: Confidence) -> None:
         super().__init__(message, backend=backend, reason=reason)
         self.usage = dict(usage)
+        self.confidence = confidence
 
 
 def checkable(kind: str, body: Mapping[str, Any]) -> bool:
@@ -172,12 +174,16 @@ def judge(kind: str, obj: dict[str, Any], check: Check, asked: Asked, backend: s
     return what the ledger keeps (``answer_logprob``, ``answer_margin``)."""
     conf = measure(kind, obj)
     reason = verdict(check, conf)
-    if reason is not None:
+    if reason is not None and conf is not None:  # verdict gives a reason only for a measured answer
         raise LowConfidence(f"SLM answer below the confidence floor ({reason})", backend=backend,
-                            reason=reason, usage=obj.get("usage") or {})
+                            reason=reason, usage=obj.get("usage") or {}, confidence=conf)
     restore(kind, obj, asked)
     if conf is None:
         return {}
+    return _confidence_extra(conf)
+
+
+def _confidence_extra(conf: Confidence) -> dict[str, str]:
     out = {"answer_logprob": f"{conf.mean_logprob:.4f}"}
     if conf.mean_margin is not None:
         out["answer_margin"] = f"{conf.mean_margin:.4f}"
@@ -188,4 +194,4 @@ def discarded(exc: LowConfidence) -> dict[str, str]:
     """Ledger extras for a discarded SLM answer (``gateway.costs`` adds its cost to the request's)."""
     tokens = int(exc.usage.get("prompt_tokens") or 0) + int(exc.usage.get("completion_tokens") or 0)
     return {"slm_discarded_backend": exc.backend or "", "slm_discarded_tokens": str(tokens),
-            "slm_discarded_reason": exc.reason}
+            "slm_discarded_reason": exc.reason, **_confidence_extra(exc.confidence)}

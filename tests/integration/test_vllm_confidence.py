@@ -101,6 +101,7 @@ def test_low_confidence_answer_escalates_and_is_paid_for(setup: tuple[Background
     row = _ledger_row(ledger, resp.headers["x-request-id"])
     extra = json.loads(row["extra"])
     assert extra["slm_discarded_backend"] == "sql"
+    assert float(extra["answer_logprob"]) == pytest.approx(measured["sql"], abs=1e-3)  # what vLLM said
     tokens = int(extra["slm_discarded_tokens"])
     assert tokens > 8  # the prompt and the 8 generated tokens
     assert row["escalation"].startswith("low_answer_confidence sql=")

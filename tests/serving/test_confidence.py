@@ -79,7 +79,8 @@ def test_low_answers_raise_with_their_usage() -> None:
     exc = info.value
     assert exc.reason == "low_answer_confidence sql=-1.00<-0.50"
     assert discarded(exc) == {"slm_discarded_backend": "sql-backend", "slm_discarded_tokens": "15",
-                              "slm_discarded_reason": "low_answer_confidence sql=-1.00<-0.50"}
+                              "slm_discarded_reason": "low_answer_confidence sql=-1.00<-0.50",
+                              "answer_logprob": "-1.0000", "answer_margin": "0.9667"}
     with pytest.raises(LowConfidence, match=r"low_answer_margin sql=0\.97<1\.00"):
         judge("chat", chat_body(TOKENS), Check("sql", -5.0, 1.0), Asked(False, 0), "b")
 
