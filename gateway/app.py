@@ -63,7 +63,7 @@ def create_app(policy: Policy) -> FastAPI:
         register_cache_metrics(cache, metrics.registry)
         from gateway.audit.setup import start_audits, stop_audits
 
-        await start_audits(services, ledger, metrics)  # AUDIT: only with a policy `audit` section
+        await start_audits(services, metrics)  # AUDIT: only with a policy `audit` section
         await start_guards(services)  # key store refresh, rate limits + budgets, privacy (gateway.hardening)
         app.state.services = services
         app.state.pipeline = Pipeline(services)

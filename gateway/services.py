@@ -11,8 +11,8 @@ from router.base import Router
 from serving.dispatch import Dispatcher
 
 if TYPE_CHECKING:
+    from gateway.audit.client import AuditClient
     from gateway.audit.guardrails import Guardrails
-    from gateway.audit.service import Auditor
 
 
 @dataclass
@@ -23,7 +23,7 @@ class Services:
     keys: KeyRing
     extras: dict[str, Any] = field(default_factory=dict)
     """Optional components (cache, ledger, health) registered by name."""
-    auditor: Auditor | None = None
+    auditor: AuditClient | None = None
     """Sampled quality audits (policy ``audit``), else None."""
     guardrails: Guardrails | None = None
     """Quality floors that act on routing (policy ``audit.guardrails``), else None."""

@@ -222,15 +222,17 @@ def idle_memory(procs: dict[str, Proc], urls: dict[str, str], targets: list[str]
 
 
 # -- the run ---------------------------------------------------------------------------------------------
-def gateway_policy(upstream: str, workdir: Path) -> Path:
+def gateway_policy(upstream: str, workdir: Path, audit: float | None = None) -> Path:
     import yaml
 
     policy = yaml.safe_load((REPO / "deploy/examples/policy.yaml").read_text())
     policy["cache"] = {"enabled": False}
+    if audit is not None:  # sampled SLM answers audited: a reference call and two judge calls, in the background
+        policy["audit"] = {"sample_rate": audit, "daily_budget_usd": 1e9, "max_in_flight": 256}
     # The policy is rewritten into a temp dir: keep its router model where the shipped policy finds it.
     policy["router"]["model_path"] = str((REPO / "deploy/examples" / policy["router"]["model_path"]).resolve())
-    policy["ledger"] = {"url": f"sqlite+aiosqlite:///{workdir / 'ledger.sqlite'}"}
-    path = workdir / "policy.yaml"
+    policy["ledger"] = {"url": f"sqlite+aiosqlite:///{workdir / ('audit-' if audit else '')}ledger.sqlite"}
+    path = workdir / ("policy-audit.yaml" if audit else "policy.yaml")
     path.write_text(yaml.safe_dump(policy))
     env = {"SLMGW_VLLM_URL": upstream, "SLMGW_LLM_API_BASE": upstream, "SLMGW_API_KEY": GATEWAY_KEY,
            "SLMGW_LLM_API_KEY": "x", "SLMGW_LLM_MODEL": "openai/gpt-4o-mini"}
@@ -253,8 +255,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement (default 10)")
     parser.add_argument("--concurrency", default="1,16,64")
-    parser.add_argument("--targets", default="direct,slm-gateway,litellm-proxy")
+    parser.add_argument("--targets", default="direct,slm-gateway,litellm-proxy",
+                        help="comma-separated: direct, slm-gateway, slm-gateway-audit (audits at 100%%), "
+                             "litellm-proxy")
     parser.add_argument("--ttft-requests", type=int, default=200)
+    parser.add_argument("--audit-rate", type=float, default=1.0,
+                        help="sample rate of the slm-gateway-audit target (default 1.0: every SLM answer)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks/overhead/results.json")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -281,6 +287,15 @@ def main() -> int:
                 str(gw_port), "--workers", "1", "--log-level", "warning"], f"http://127.0.0.1:{gw_port}/v1",
                 f"http://127.0.0.1:{gw_port}/health/ready", {}, workdir)
             urls["slm-gateway"] = procs["slm-gateway"].url
+        if "slm-gateway-audit" in targets:
+            ga_port = free_port()
+            policy = gateway_policy(upstream, workdir, audit=args.audit_rate)
+            print(f"starting slm-gateway with audits at {args.audit_rate:.0%} (1 worker)", flush=True)
+            procs["slm-gateway-audit"] = start("slm-gateway-audit", [str(REPO / ".venv/bin/slmgw") if (
+                REPO / ".venv/bin/slmgw").exists() else "slmgw", "serve", "--config", str(policy), "--port",
+                str(ga_port), "--workers", "1", "--log-level", "warning"], f"http://127.0.0.1:{ga_port}/v1",
+                f"http://127.0.0.1:{ga_port}/health/ready", {}, workdir)
+            urls["slm-gateway-audit"] = procs["slm-gateway-audit"].url
         if "litellm-proxy" in targets:
             exe = ensure_litellm_proxy()
             lp_port = free_port()

@@ -17,6 +17,7 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +74,8 @@ class Guardrails:
         self._lock = asyncio.Lock()
         self.trips = 0
         self.metrics: AuditMetrics | None = None
+        self.on_change: Callable[[str, GuardState], None] | None = None
+        """Called after an action or a reset (the audit process tells the serving process)."""
 
     # -- lifecycle ---------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -195,6 +198,8 @@ class Guardrails:
         await self._save(domain, state, clear_window=True)
         self._event(domain, rule.action, "guardrail", evidence)
         self._export()
+        if self.on_change is not None:
+            self.on_change(domain, state)
         return state
 
     async def reset(self, domain: str, actor: str) -> GuardState:
@@ -208,7 +213,15 @@ class Guardrails:
             await self._save(domain, state, clear_window=True)
             self._event(domain, "reset", actor, {"previous": asdict(old)})
         self._export()
+        if self.on_change is not None:
+            self.on_change(domain, state)
         return state
+
+    def apply(self, domain: str, state: GuardState) -> None:
+        """Adopt a state decided elsewhere (the audit process, without Redis)."""
+        if domain in self.rules:
+            self._states[domain] = state
+            self._export()
 
     async def _save(self, domain: str, state: GuardState, clear_window: bool) -> None:
         if clear_window:  # the next decision needs evidence gathered under the new state

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -74,6 +75,9 @@ class Auditor:
         self._spent = 0.0
         self.skipped: dict[str, int] = {"busy": 0, "budget": 0}
         self.done = 0
+        self.emit: Callable[[tuple[Any, ...]], None] | None = None
+        """Where events go when the auditor runs in the audit process: ("verdict", domain, mode, verdict,
+        cost), ("skipped", reason), ("stats", health)."""
         self._redis: Any = None
         if config.redis_url:
             from redis.asyncio import Redis
@@ -104,11 +108,20 @@ class Auditor:
             self.skipped[reason] += 1
             if self.metrics is not None:
                 self.metrics.skipped.labels(reason).inc()
+            self._emit(("skipped", reason))
             return False
         task = asyncio.get_running_loop().create_task(self._run(job), name=f"audit-{job.request_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        self._emit(None)
         return True
+
+    def _emit(self, event: tuple[Any, ...] | None) -> None:
+        if self.emit is None:
+            return
+        if event is not None:
+            self.emit(event)
+        self.emit(("stats", self.health()))
 
     async def drain(self) -> None:
         """Wait for running audits (tests, shutdown)."""
@@ -205,6 +218,7 @@ class Auditor:
         self.store.add(AUDITS, row)
         if self.metrics is not None:
             self.metrics.observe(row["domain"], row["mode"], row["verdict"], extra_cost)
+        self._emit(("verdict", row["domain"], row["mode"], row["verdict"], extra_cost))
         if row["verdict"] != "error":
             log.debug("audit %s %s: %s", row["request_id"], row["domain"], row["verdict"])
         else:
@@ -234,5 +248,6 @@ class Auditor:
             await self._redis.aclose()
 
     def health(self) -> dict[str, Any]:
-        return {"ok": True, "running": len(self._tasks), "done": self.done, "skipped": dict(self.skipped),
+        running = sum(1 for t in self._tasks if (t.get_name() or "").startswith("audit-") and not t.done())
+        return {"ok": True, "running": running, "done": self.done, "skipped": dict(self.skipped),
                 "spent_today_usd": round(self.spent_today(), 6), "daily_budget_usd": self.config.daily_budget_usd}
