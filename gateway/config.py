@@ -250,6 +250,10 @@ class Domain(_Strict):
     min_answer_margin: float | None = Field(None, ge=0.0)
     """Like min_answer_confidence, on the mean margin between the top two tokens' logprobs
     (`low_answer_margin sql=0.12<0.30`). None: not checked."""
+    stream_holdback_tokens: int | None = Field(None, ge=1, le=512)
+    """Streams: hold back the first N tokens of the SLM's answer, judge them against
+    min_answer_confidence / min_answer_margin, then release them or escalate (adds the time of N tokens
+    to the time to first token). None: streams are not judged."""
 
 
 class RouterConfig(_Strict):

@@ -29,6 +29,8 @@ class Check:
     domain: str
     min_mean_logprob: float | None
     min_margin: float | None
+    stream_tokens: int | None = None
+    """Streams: tokens held back and judged (``serving.holdback``); None: streams are not judged."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,7 +167,8 @@ def restore(kind: str, obj: dict[str, Any], asked: Asked) -> None:
 
 def checks_from(policy: Policy) -> dict[str, Check]:
     """Domain -> its answer check, for domains that set a floor."""
-    return {d.name: Check(d.name, d.min_answer_confidence, d.min_answer_margin) for d in policy.domains
+    return {d.name: Check(d.name, d.min_answer_confidence, d.min_answer_margin, d.stream_holdback_tokens)
+            for d in policy.domains
             if d.min_answer_confidence is not None or d.min_answer_margin is not None}
 
 

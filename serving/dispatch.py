@@ -23,7 +23,7 @@ import orjson
 
 from gateway.config import Policy
 from gateway.errors import GatewayError, NoBackendAvailable, UpstreamClientError, UpstreamError
-from serving import confidence
+from serving import confidence, holdback
 from serving.escalation import output_tokens, prompt_bounds, unsupported_feature
 from serving.health import Replica, SlmHealth
 from serving.llm import LlmClient
@@ -154,7 +154,9 @@ class Dispatcher:
         payload = {**for_slm(kind, body, self.fields), "model": backend.model}
         if stream:
             payload["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
-        check = self.checks.get(domain or "") if not stream and confidence.checkable(kind, body) else None
+        check = self.checks.get(domain or "") if confidence.checkable(kind, body) else None
+        if check is not None and stream and check.stream_tokens is None:
+            check = None
         asked = confidence.ask(kind, payload) if check is not None else None
         data = orjson.dumps(payload)
         tried: set[str] = set()
@@ -177,7 +179,15 @@ class Dispatcher:
                         return Answer("slm", name, backend.model, body=obj, extra=extra)
                     return Answer("slm", name, backend.model, body=obj, raw=raw)
                 events = await self.slm.stream(backend, rep.url, _PATHS[kind], data)
-                chunks = await _prefetch(_parse_events(events))
+                if check is not None and asked is not None and check.stream_tokens is not None:
+                    try:  # may raise LowConfidence before anything went out: escalate
+                        chunks = await holdback.hold(kind, _parse_events(events), check.stream_tokens, check,
+                                                     asked, name)
+                    except confidence.LowConfidence:
+                        await events.aclose()  # type: ignore[attr-defined]  # an async generator
+                        raise
+                else:
+                    chunks = await _prefetch(_parse_events(events))
                 self.health.record_success(rep)
                 handed_over = True
                 return Answer("slm", name, backend.model, chunks=_release_at_end(chunks, rep))

@@ -30,6 +30,7 @@ pytestmark = [pytest.mark.vllm, pytest.mark.timeout(600)]
 
 MESSAGES = [{"role": "user", "content": "Write a SQL query that joins the orders table with customers."}]
 PROMPT = "SELECT name FROM users WHERE"
+HELD = 4  # stream_holdback_tokens
 SLM_USD_PER_1M = 1000.0  # large, so the discarded answer's cost is visible next to the LLM's
 
 
@@ -46,7 +47,8 @@ def measured(vllm: Vllm) -> dict[str, float]:
                                                "temperature": 0, "logprobs": True, "top_logprobs": 2})
     conf = measure("chat", chat)
     assert conf is not None and conf.tokens > 0
-    return {"sql": conf.mean_logprob}
+    first = chat["choices"][0]["logprobs"]["content"][:HELD]
+    return {"sql": conf.mean_logprob, "sql_held": sum(t["logprob"] for t in first) / len(first)}
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +62,10 @@ def setup(vllm: Vllm, measured: dict[str, float], tmp_path_factory: pytest.TempP
         "slm_backends": backends,
         "llm_backends": {"llm": {"model": "openai/gpt-4o-mini", "api_base": llm.base_url, "api_key": "k",
                                  "timeout_s": 30}},
-        "domains": [{"name": "sql", "backend": "sql", "min_answer_confidence": min(measured["sql"] + 0.5, 0.0)},
-                    {"name": "code", "backend": "code", "min_answer_confidence": -50.0}],
+        "domains": [{"name": "sql", "backend": "sql", "min_answer_confidence": _floor(measured),
+                     "stream_holdback_tokens": HELD},
+                    {"name": "code", "backend": "code", "min_answer_confidence": -50.0,
+                     "stream_holdback_tokens": HELD}],
         "fallback": {"llm": "llm"},
         "cache": {"enabled": False},
         "ledger": {"url": f"sqlite+aiosqlite:///{tmp / 'ledger.sqlite'}", "flush_interval_s": 0.2},
@@ -69,6 +73,19 @@ def setup(vllm: Vllm, measured: dict[str, float], tmp_path_factory: pytest.TempP
     with BackgroundGateway(policy) as gw:
         yield gw, tmp / "ledger.sqlite"
     llm.stop()
+
+
+def _floor(measured: dict[str, float]) -> float:
+    """Just above both the whole answer's and the held tokens' confidence: both must escalate."""
+    return min(max(measured["sql"], measured["sql_held"]) + 0.5, 0.0)
+
+
+def _stream(url: str, body: dict[str, Any]) -> tuple[httpx.Headers, list[dict[str, Any]]]:
+    with httpx.stream("POST", url, json={**body, "stream": True}, timeout=120) as resp:
+        assert resp.status_code == 200
+        events = [json.loads(line[6:]) for line in resp.iter_lines()
+                  if line.startswith("data: ") and line != "data: [DONE]"]
+        return resp.headers, events
 
 
 def _ledger_row(path: Path, request_id: str) -> dict[str, Any]:
@@ -96,7 +113,7 @@ def test_low_confidence_answer_escalates_and_is_paid_for(setup: tuple[Background
         "model": "sql", "messages": MESSAGES, "max_tokens": 8, "temperature": 0})
     assert resp.status_code == 200, resp.text
     assert resp.headers["x-slmgw-route"] == "llm"
-    floor = min(measured["sql"] + 0.5, 0.0)
+    floor = _floor(measured)
     assert f"escalated low_answer_confidence sql={measured['sql']:.2f}<{floor:.2f}" in resp.headers["x-slmgw-reason"]
     row = _ledger_row(ledger, resp.headers["x-request-id"])
     extra = json.loads(row["extra"])
@@ -148,3 +165,20 @@ def test_completions_are_checked_and_restored(vllm: Vllm, setup: tuple[Backgroun
     want = _direct(vllm, "/completions", asked)["choices"][0]["logprobs"]
     assert got["tokens"] == want["tokens"]
     assert [sorted(d) for d in got["top_logprobs"]] == [sorted(d) for d in want["top_logprobs"]]
+
+
+def test_streams_are_held_back_and_judged(vllm: Vllm, setup: tuple[BackgroundGateway, Path],
+                                          measured: dict[str, float]) -> None:
+    gw, _ = setup
+    body = {"messages": MESSAGES, "max_tokens": 8, "temperature": 0}
+    headers, events = _stream(f"{gw.base_url}/chat/completions", {**body, "model": "sql"})
+    assert headers["x-slmgw-route"] == "llm"
+    assert f"low_answer_confidence sql={measured['sql_held']:.2f}<{_floor(measured):.2f}" in headers["x-slmgw-reason"]
+    assert events and all("error" not in e for e in events)
+
+    headers, events = _stream(f"{gw.base_url}/chat/completions", {**body, "model": "code"})
+    assert headers["x-slmgw-route"] == "slm"
+    text = "".join(c["delta"].get("content") or "" for e in events for c in e.get("choices") or ())
+    direct = _direct(vllm, "/chat/completions", {**body, "model": "code"})
+    assert text == direct["choices"][0]["message"]["content"]
+    assert all(c.get("logprobs") is None for e in events for c in e.get("choices") or ())
