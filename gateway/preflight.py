@@ -19,6 +19,12 @@ def preflight(policy: Policy) -> list[str]:
     except (ValueError, OSError) as exc:  # router.model.ModelError is a ValueError
         problems.append(f"router: {exc}")
     try:
+        from router.difficulty import hard_gate
+
+        hard_gate(policy)
+    except ValueError as exc:  # DifficultyError
+        problems.append(f"router.difficulty_model_path: {exc}")
+    try:
         from gateway.costs import CostModel
 
         CostModel.from_policy(policy)

@@ -10,6 +10,7 @@ from openai import OpenAI
 
 from gateway.background import BackgroundGateway
 from gateway.config import Policy, PolicyError, parse_policy
+from gateway.preflight import preflight
 from router.difficulty import DifficultyError, hard_gate
 from router.difficulty_train import train
 from tests.conftest import API_KEY, policy_dict
@@ -52,3 +53,5 @@ def test_policy_needs_the_model(slm_upstream: object, tmp_path: Path) -> None:
     policy = parse_policy(doc, base_dir=str(tmp_path))
     with pytest.raises(DifficultyError, match=r"missing\.npz: no such file"):
         hard_gate(policy)
+    assert [p for p in preflight(policy) if p.startswith("router.difficulty_model_path: ")] == [
+        f"router.difficulty_model_path: difficulty model {tmp_path / 'missing.npz'}: no such file"]
