@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 
 FORMAT = "slmgw-difficulty"
 FORMAT_VERSION = 1
-MAX_CHARS = 1000
+MAX_CHARS = 600
 """Only the first characters of a request are read, so a huge prompt costs what a long one does."""
 
 _WORD = re.compile(r"[a-z0-9]+(?:'[a-z]+)?|[^\sa-z0-9]")
