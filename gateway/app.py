@@ -7,6 +7,7 @@ import logging
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -31,8 +32,9 @@ def build_services(policy: Policy) -> Services:
                     keys=KeyRing(policy))
 
 
-def create_app(policy: Policy) -> FastAPI:
-    """Build the gateway for one policy. Services are created at start-up and closed at shutdown."""
+def create_app(policy: Policy, path: Path | None = None) -> FastAPI:
+    """Build the gateway for one policy. Services are created at start-up and closed at shutdown. With
+    ``path`` (the policy's file) the policy can be reloaded while serving (``gateway.reload``)."""
     from gateway.handlers import FAST_ROUTES
     from gateway.handlers import router as api_router
     from gateway.hardening import start_guards, stop_guards
@@ -43,6 +45,10 @@ def create_app(policy: Policy) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(policy)
+        from gateway.policy_version import model_digest, policy_version
+
+        services.model_digest = model_digest(policy)
+        services.version = policy_version(policy, services.model_digest)
         # CACHE: Redis (or the in-process LRU); a Redis that is down is logged, never fatal.
         from gateway.cache import ResponseCache
 
@@ -64,6 +70,14 @@ def create_app(policy: Policy) -> FastAPI:
         from gateway.audit.setup import start_audits, stop_audits
 
         await start_audits(services, metrics)  # AUDIT: only with a policy `audit` section
+        from gateway.audit.store import AuditStore
+        from gateway.reload import Reloader
+        from gateway.reload_triggers import Triggers
+
+        ops_store = AuditStore(lambda: ledger.engine, ledger.spill.path)  # RELOAD: a row per reload
+        ops_store.start()
+        triggers = Triggers(Reloader(app, path, ops_store))
+        app.state.reload = triggers
         await start_guards(services)  # key store refresh, rate limits + budgets, privacy (gateway.hardening)
         app.state.services = services
         app.state.pipeline = Pipeline(services)
@@ -73,6 +87,7 @@ def create_app(policy: Policy) -> FastAPI:
         # SLM replicas: probe once (logs adapters vLLM does not serve), then poll; /health/ready shows it.
         await services.dispatcher.start()
         services.extras["slm"] = services.dispatcher.health
+        await triggers.start()  # RELOAD: SIGHUP, file watch, versions published by other workers
         # Everything loaded so far (litellm alone is ~400k objects) lives as long as the process: move it
         # out of the collector's reach so full collections stop pausing requests (docs/performance.md).
         gc.collect()
@@ -82,6 +97,9 @@ def create_app(policy: Policy) -> FastAPI:
         try:
             yield
         finally:
+            await triggers.close()
+            await ops_store.close()
+            services = app.state.services  # the running policy's, after any reloads
             await stop_guards(services)
             await stop_audits(services)  # AUDIT: verdicts of finished audits are written or spilled
             await cache.close()  # CACHE: finishes background stores
@@ -97,6 +115,9 @@ def create_app(policy: Policy) -> FastAPI:
     from gateway.audit.admin import router as audit_router
 
     app.include_router(audit_router)  # AUDIT: /admin/guardrails
+    from gateway.reload_admin import router as reload_router
+
+    app.include_router(reload_router)  # RELOAD: /admin/reload
     app.state.policy = policy
 
     @app.exception_handler(GatewayError)
@@ -127,4 +148,5 @@ def create_app(policy: Policy) -> FastAPI:
 
 def app_from_env() -> FastAPI:
     """Factory for ``uvicorn --factory`` (used by ``slmgw serve`` with several workers)."""
-    return create_app(load_policy(os.environ["SLMGW_CONFIG"]))
+    path = Path(os.environ["SLMGW_CONFIG"])
+    return create_app(load_policy(path), path=path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from pathlib import Path
 
 import uvicorn
 
@@ -20,10 +21,10 @@ def free_port() -> int:
 
 
 class BackgroundGateway:
-    def __init__(self, policy: Policy, port: int | None = None) -> None:
+    def __init__(self, policy: Policy, port: int | None = None, path: Path | None = None) -> None:
         self.policy = policy
         self.port = port or free_port()
-        self.app = create_app(policy)
+        self.app = create_app(policy, path=path)
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning",
                                 access_log=False, lifespan="on", loop="asyncio")
         self.server = uvicorn.Server(config)

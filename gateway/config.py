@@ -525,6 +525,21 @@ class AuditConfig(_Strict):
     """Quality floors by domain name."""
 
 
+class ReloadConfig(_Strict):
+    """How a running gateway picks up a changed policy file (docs/operations.md)."""
+
+    watch_s: float | None = Field(None, gt=0)
+    """Check the policy file's modification time this often and reload when it changes; off when unset
+    (reload with SIGHUP or `POST /admin/reload`)."""
+    redis_url: str | None = None
+    """Redis through which a reload on one worker reaches every worker and replica: the reloading worker
+    publishes the new version, the others re-read the file within `redis_poll_s`."""
+    redis_poll_s: float = Field(1.0, gt=0)
+    """How often a worker checks the published version."""
+    key: str = "slmgw:policy:version"
+    """The Redis key holding the published version."""
+
+
 class Policy(_Strict):
     version: Literal[1] = 1
     """Policy format version."""
@@ -554,6 +569,8 @@ class Policy(_Strict):
     """Rate limits, budgets and max_tokens caps per key and tenant."""
     privacy: PrivacyConfig = PrivacyConfig()
     """Sensitive-data detection and where such requests may go."""
+    reload: ReloadConfig = ReloadConfig()
+    """Hot reload of this file: file watch and the shared version key."""
     audit: AuditConfig | None = None
     """Sampled quality audits of SLM answers against the reference LLM, and quality guardrails; off
     when absent."""

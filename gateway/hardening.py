@@ -64,10 +64,13 @@ async def start_guards(services: Services) -> None:
         await limits.start()
         metrics = services.extras.get("metrics")
         if limits.limiter is not None and metrics is not None and hasattr(metrics, "registry"):
-            from prometheus_client import Counter
+            counter = getattr(metrics, "limits_fail_open", None)
+            if counter is None:  # once per registry: a policy reload builds the limits again
+                from prometheus_client import Counter
 
-            counter = Counter("slmgw_limits_fail_open", "Requests let through unlimited because the rate "
-                              "limiter's Redis was unreachable.", registry=metrics.registry)
+                counter = Counter("slmgw_limits_fail_open", "Requests let through unlimited because the rate "
+                                  "limiter's Redis was unreachable.", registry=metrics.registry)
+                metrics.limits_fail_open = counter
             limits.limiter.on_fail_open = counter.inc
     else:
         await limits.close()

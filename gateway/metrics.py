@@ -63,6 +63,10 @@ class Metrics:
         self.ledger_store_up = Gauge("slmgw_ledger_store_up", "1 if the ledger store accepts writes.",
                                      registry=r)
         self._children: dict[tuple[str, tuple[str, ...]], Any] = {}
+        self.audit: Any = None
+        """``gateway.audit.metrics.AuditMetrics`` once audits start (kept across policy reloads)."""
+        self.limits_fail_open: Any = None
+        """The rate limiter's fail-open counter once limits start (kept across policy reloads)."""
 
     def _c(self, metric: Any, *values: str) -> Any:
         # prometheus_client's labels() costs microseconds a call; the label sets here are few (bounded

@@ -101,6 +101,7 @@ class Pipeline:
         rec = RequestRecord(request_id=ctx.request_id, ts=ctx.ts, tenant=ctx.tenant, endpoint=kind,
                             requested_model=str(body.get("model")), stream=stream)
         rec.key_id = ctx.key_id
+        rec.policy_version = self.s.version
         privacy = self.s.extras.get("privacy")
         try:
             decision, targets = self.resolve(kind, body)
@@ -170,6 +171,7 @@ class Pipeline:
             "x-slmgw-reason": _header_safe(reason),
             "x-slmgw-overhead-ms": f"{max(overhead, 0.0):.2f}",
             "x-slmgw-cache": rec.cache,
+            "x-slmgw-policy-version": self.s.version,
         }
 
     async def _sse(self, ctx: RequestContext, rec: RequestRecord, body: dict[str, Any],
@@ -271,7 +273,8 @@ class Pipeline:
         """Ledger row for a request refused before routing (auth, validation, limits): route "none"."""
         rec = RequestRecord(request_id=request_id, ts=time.time(), tenant=tenant or "unknown", endpoint=kind,
                             requested_model=str(model)[:256] if model is not None else "",
-                            status=exc.status, error_code=exc.code, reason="rejected")
+                            status=exc.status, error_code=exc.code, reason="rejected",
+                            policy_version=self.s.version)
         ledger: Ledger | None = self.s.extras.get("ledger")
         if ledger is not None:
             ledger.record(rec)

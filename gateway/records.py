@@ -39,6 +39,8 @@ class RequestRecord:
     cache: Literal["hit", "miss", "bypass"] = "bypass"
     would_route: str | None = None
     """Shadow mode: the route the router would have taken."""
+    policy_version: str | None = None
+    """Version of the policy that routed the request (``gateway.policy_version``)."""
     key_id: str | None = None
     """Public id of the caller's key (per-key budgets are summed by it)."""
     prompt_text: str | None = None

@@ -27,6 +27,10 @@ class Services:
     """Sampled quality audits (policy ``audit``), else None."""
     guardrails: Guardrails | None = None
     """Quality floors that act on routing (policy ``audit.guardrails``), else None."""
+    version: str = ""
+    """The policy's version (``gateway.policy_version``), recorded with every ledger row."""
+    model_digest: str = ""
+    """Digest of the model files the policy named when it was loaded (a reload compares against it)."""
 
     async def close(self) -> None:
         await self.dispatcher.close()

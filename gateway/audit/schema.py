@@ -1,7 +1,8 @@
-"""The audit tables (SQLAlchemy Core, in the ledger's database; created by ledger migration 0005).
+"""The audit tables (SQLAlchemy Core, in the ledger's database; created by ledger migrations 0005 and 0007).
 
 ``slmgw_audits``: one row per audited request (a verdict of the judge, or why there is none).
 ``slmgw_guardrail_events``: one row per guardrail action (tripped, reset), with the evidence.
+``slmgw_policy_reloads``: one row per policy reload attempt (``gateway.reload``).
 """
 
 from __future__ import annotations
@@ -47,4 +48,20 @@ guardrail_events = sa.Table(
     sa.Column("action", sa.String(32), nullable=False, comment="alert, raise_threshold, shadow or reset"),
     sa.Column("actor", sa.String(128), nullable=False, comment="guardrail, or who reset it"),
     sa.Column("evidence", sa.JSON(), comment="window counts, rate, Wilson interval, floor, new state"),
+)
+
+
+policy_reloads = sa.Table(
+    "slmgw_policy_reloads",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("ts", UtcDateTime(), nullable=False, index=True),
+    sa.Column("actor", sa.String(128), nullable=False, comment="SIGHUP, admin api, file watch, replica"),
+    sa.Column("host", sa.String(128), nullable=False, comment="host:pid of the worker that reloaded"),
+    sa.Column("ok", sa.Boolean(), nullable=False),
+    sa.Column("old_version", sa.String(16), nullable=False),
+    sa.Column("new_version", sa.String(16), nullable=False),
+    sa.Column("diff", sa.JSON(), comment="changed settings, secrets masked"),
+    sa.Column("errors", sa.JSON()),
+    sa.Column("restart_needed", sa.JSON()),
 )

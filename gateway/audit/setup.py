@@ -20,7 +20,9 @@ async def start_audits(services: Services, metrics: Metrics) -> None:
     from gateway.audit.guardrails import Guardrails
     from gateway.audit.metrics import AuditMetrics
 
-    audit_metrics = AuditMetrics(metrics.registry)
+    audit_metrics = getattr(metrics, "audit", None)
+    if audit_metrics is None:  # once per registry: a policy reload starts audits again
+        audit_metrics = metrics.audit = AuditMetrics(metrics.registry)
     thresholds = {d.name: d.threshold if d.threshold is not None else policy.router.threshold
                   for d in policy.domains}
     # This worker's copy only follows states (from Redis, or from its audit process); it never judges.

@@ -85,12 +85,12 @@ class AuditStore:
                 self.failing = False
 
     async def _insert(self, rows: list[dict[str, Any]]) -> None:
-        from gateway.audit.schema import audits, guardrail_events
+        from gateway.audit.schema import audits, guardrail_events, policy_reloads
 
         engine: AsyncEngine | None = self._engine()
         if engine is None:
             raise RuntimeError("the ledger database is not open")
-        tables = {audits.name: audits, guardrail_events.name: guardrail_events}
+        tables = {t.name: t for t in (audits, guardrail_events, policy_reloads)}
         async with engine.begin() as conn:
             insert = _insert_ignoring_duplicates(conn.dialect.name)
             for name, table in tables.items():

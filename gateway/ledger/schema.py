@@ -72,6 +72,7 @@ requests = sa.Table(
     sa.Column("prompt_text", sa.Text()),
     sa.Column("extra", sa.JSON()),
     sa.Column("key_id", sa.String(32), comment="public id of the caller's key (per-key budgets sum by it)"),
+    sa.Column("policy_version", sa.String(16), comment="version of the policy that routed the request"),
     sa.Index("ix_slmgw_requests_tenant_ts", "tenant", "ts"),
     sa.Index("ix_slmgw_requests_key_id_ts", "key_id", "ts"),
 )

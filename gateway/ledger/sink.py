@@ -85,6 +85,8 @@ def row_values(row: Mapping[str, Any], sqlite: bool) -> Values:
         if "key_id" not in row:  # spilled by a version before the key_id column: the key was in extra
             extra = row.get("extra")
             row = {**row, "key_id": extra.get("key_id") if isinstance(extra, dict) else None}
+        if "policy_version" not in row:  # spilled by a version before the policy_version column
+            row = {**row, "policy_version": None}
         out = list(_ALL(row))
         ts = datetime.fromtimestamp(float(out[_TS]), UTC)
         out[_TS] = ts.replace(tzinfo=None).isoformat(" ", "microseconds") if sqlite else ts

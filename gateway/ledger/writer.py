@@ -45,7 +45,8 @@ log = logging.getLogger(__name__)
 
 _FIELDS = ("request_id", "tenant", "endpoint", "requested_model", "stream", "route", "domain", "model",
            "backend", "reason", "confidence", "escalation", "prompt_tokens", "completion_tokens",
-           "latency_ms", "ttft_ms", "status", "error_code", "cache", "would_route", "key_id")
+           "latency_ms", "ttft_ms", "status", "error_code", "cache", "would_route", "key_id",
+           "policy_version")
 
 
 @dataclass(frozen=True, slots=True)
