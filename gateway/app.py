@@ -118,6 +118,9 @@ def create_app(policy: Policy, path: Path | None = None) -> FastAPI:
     from gateway.reload_admin import router as reload_router
 
     app.include_router(reload_router)  # RELOAD: /admin/reload
+    from gateway.explain import router as explain_router
+
+    app.include_router(explain_router)  # /admin/route/explain
     app.state.policy = policy
 
     @app.exception_handler(GatewayError)

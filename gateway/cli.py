@@ -17,8 +17,8 @@ app.add_typer(config_app, name="config")
 
 def _mount() -> None:
     """Sub-commands owned by other packages; their modules import heavy libraries only when run."""
+    from gateway import quality_cli
     from gateway.keys import cli as keys_cli
-    from gateway.ledger import cli as ledger_cli
     from gateway.ledger import cli as ledger_cli
     from gateway.reports import cli as reports_cli
     from router import cli as router_cli
@@ -28,8 +28,11 @@ def _mount() -> None:
     app.add_typer(serving_cli.app, name="serving")
     app.add_typer(keys_cli.app, name="keys")
     app.add_typer(ledger_cli.app, name="ledger")
-    app.add_typer(ledger_cli.app, name="ledger")
     app.command("report")(reports_cli.report)
+    from gateway import route_cli
+
+    app.add_typer(route_cli.app, name="route")
+    app.add_typer(quality_cli.app, name="quality")
 
 
 _mount()

@@ -23,7 +23,8 @@ async def start_audits(services: Services, metrics: Metrics) -> None:
     audit_metrics = getattr(metrics, "audit", None)
     if audit_metrics is None:  # once per registry: a policy reload starts audits again
         audit_metrics = metrics.audit = AuditMetrics(metrics.registry)
-    thresholds = {d.name: d.threshold if d.threshold is not None else policy.router.threshold
+    own = getattr(services.router, "thresholds", None) or {}  # a classifier's calibrated thresholds
+    thresholds = {d.name: float(own.get(d.name, d.threshold if d.threshold is not None else policy.router.threshold))
                   for d in policy.domains}
     # This worker's copy only follows states (from Redis, or from its audit process); it never judges.
     guardrails = Guardrails(config, thresholds, store=None) if config.guardrails else None
