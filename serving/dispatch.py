@@ -11,6 +11,10 @@ does not list in ``supports`` (``unsupported:tools``), a prompt plus ``max_token
 ``context_length`` (``context_length:N+M>C``), or no healthy replica (``slm_down:...``). Replicas are
 chosen by ``SlmHealth`` (least outstanding requests, circuit breaker); a failed replica hands over to the
 next one, then to the LLMs. Every reason met on the way is kept, in order, in ``Answer.escalation``.
+
+An SLM answer of a domain with a confidence floor is judged on its own logprobs (``serving.confidence``,
+streams through ``serving.holdback``): too unsure, it is discarded (``LowConfidence``: the replica stays
+healthy, no other replica is tried) and the request goes on to the LLMs.
 """
 
 from __future__ import annotations
