@@ -29,9 +29,10 @@ def _mount() -> None:
     app.add_typer(keys_cli.app, name="keys")
     app.add_typer(ledger_cli.app, name="ledger")
     app.command("report")(reports_cli.report)
-    from gateway import route_cli
+    from gateway import policy_cli, route_cli
 
     app.add_typer(route_cli.app, name="route")
+    app.add_typer(policy_cli.app, name="policy")
     app.add_typer(quality_cli.app, name="quality")
 
 

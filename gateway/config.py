@@ -346,7 +346,9 @@ class LedgerConfig(_Strict):
     (sqlite+aiosqlite, postgresql+asyncpg) are accepted; rows are written with the stdlib sqlite3 module
     or asyncpg."""
     store_prompts: bool = False
-    """Store the prompt text with each row. Off by default (privacy): only counts and routing facts."""
+    """Store the prompt with each row (a chat's messages as JSON, masked when `privacy.action: mask`), so
+    `slmgw policy simulate` can replay recorded traffic through another policy. Off by default (privacy):
+    only counts and routing facts."""
     batch_size: int = Field(default=500, ge=1, le=10_000)
     """Most rows written in one INSERT."""
     flush_interval_s: float = Field(default=1.0, gt=0)

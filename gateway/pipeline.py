@@ -62,6 +62,7 @@ class Pipeline:
             self._llm_names.setdefault(backend.model, name)
             self._llm_names.setdefault(backend.model.split("/", 1)[-1], name)
         self._hard = hard_gate(policy)
+        self._store_prompts = policy.ledger.store_prompts
 
     # -- routing ------------------------------------------------------------------------------------
     def resolve(self, kind: Kind, body: dict[str, Any]) -> tuple[Decision, list[Target]]:
@@ -115,6 +116,8 @@ class Pipeline:
             body.pop("cache", None)
             if privacy is not None:  # sensitive data: keep it in-house or mask it (gateway.privacy)
                 decision, targets, body = privacy.apply(body, decision, targets, rec)
+            if self._store_prompts and kind != "embedding":  # opt-in (ledger.store_prompts); masked if so
+                rec.prompt_text = prompt_text(kind, body)
             rec.domain, rec.confidence, rec.reason = decision.domain, decision.confidence, decision.reason
             if (self.s.policy.router.shadow or guard_shadow) and rec.requested_model == "auto" \
                     and kind != "embedding":
@@ -290,6 +293,15 @@ class Pipeline:
 
 def _entry_meta(answer: Answer, decision: Decision) -> EntryMeta:
     return EntryMeta(route=answer.route, domain=decision.domain, model=answer.model, backend=answer.backend)
+
+
+def prompt_text(kind: str, body: Mapping[str, Any]) -> str:
+    """What the ledger keeps of a request when prompts are stored: a chat's messages as JSON (so
+    ``slmgw policy simulate`` can replay them through a router), a completion's prompt as is."""
+    if kind == "chat":
+        return orjson.dumps(body.get("messages")).decode()
+    prompt = body.get("prompt")
+    return prompt if isinstance(prompt, str) else orjson.dumps(prompt).decode()
 
 
 def _header_safe(text: str) -> str:
