@@ -74,3 +74,22 @@ def test_client_logprobs_are_kept_and_empty_streams_fail() -> None:
 
     with pytest.raises(UpstreamError, match="ended before its first event"):
         asyncio.run(empty())
+
+
+def test_completion_streams_are_judged_on_their_token_logprobs() -> None:
+    def piece(tok: str, lp: float) -> dict[str, Any]:
+        return {"object": "text_completion", "choices": [{"index": 0, "text": tok, "finish_reason": None, "logprobs": {
+            "tokens": [tok], "token_logprobs": [lp], "top_logprobs": [{tok: lp, "?": lp - 0.05}], "text_offset": [0]}}]}
+
+    async def run(chunks: list[dict[str, Any]]) -> list[Event]:
+        stream = await hold("completion", Source(chunks).batches(), 2, Check("code", -1.0, None, 2),
+                            Asked(True, 0), "b")
+        return await _collect(stream)
+
+    with pytest.raises(LowConfidence, match=r"low_answer_confidence code=-2\.00<-1\.00"):
+        asyncio.run(run([piece("a", -2.5), piece("b", -1.5), piece("c", -0.1)]))
+    events = asyncio.run(run([piece("a", -0.5), piece("b", -0.3), piece("c", -0.1)]))
+    assert [e.data()["choices"][0]["text"] for e in events] == ["a", "b", "c"]
+    # logprobs: 0 -> only the sampled token's entry is left, as vLLM would send it
+    assert [e.data()["choices"][0]["logprobs"]["top_logprobs"] for e in events] == [
+        [{"a": -0.5}], [{"b": -0.3}], [{"c": -0.1}]]
