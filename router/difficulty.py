@@ -181,6 +181,9 @@ class DifficultyModel:
         if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
             raise DifficultyError(p, f"not a {FORMAT} v{FORMAT_VERSION} artifact "
                                      f"({manifest.get('format')} v{manifest.get('format_version')})")
+        if manifest.get("max_chars") != MAX_CHARS or manifest.get("shape_features") != list(SHAPE_FEATURES):
+            raise DifficultyError(p, f"built for another featurizer (max_chars {manifest.get('max_chars')}, this "
+                                     f"version reads {MAX_CHARS}): retrain it")
         if manifest.get("payload_sha256") != payload_sha256(arrays):
             raise DifficultyError(p, "checksum mismatch: arrays changed after the manifest was written")
         n = len(arrays["vocab"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -82,6 +83,14 @@ def test_artifact_round_trip_and_refusals(model: DifficultyModel, tmp_path: Path
     np.savez(tmp_path / "tampered.npz", **arrays)
     with pytest.raises(DifficultyError, match="checksum"):
         DifficultyModel.load(tmp_path / "tampered.npz")
+    other = replace(model, manifest={**model.manifest})
+    other.save(tmp_path / "other.npz")
+    arrays = dict(np.load(tmp_path / "other.npz", allow_pickle=False))
+    manifest = json.loads(arrays["manifest"].tobytes())
+    arrays["manifest"] = np.frombuffer(json.dumps({**manifest, "max_chars": 2000}).encode(), dtype=np.uint8)
+    np.savez(tmp_path / "other.npz", **arrays)
+    with pytest.raises(DifficultyError, match="another featurizer"):
+        DifficultyModel.load(tmp_path / "other.npz")
 
 
 def _chat(text: str) -> dict[str, object]:
