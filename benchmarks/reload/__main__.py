@@ -1,0 +1,5 @@
+import sys
+
+from benchmarks.reload.run import main
+
+sys.exit(main())
