@@ -223,3 +223,23 @@ def test_a_reload_reaches_every_worker_and_sighup_reloads(tmp_path: Path, slm_up
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
+
+
+def test_the_file_watch_reloads_by_itself(tmp_path: Path, slm_upstream: StandinServer,
+                                          llm_upstream: StandinServer) -> None:
+    path = tmp_path / "policy.yaml"
+    doc = _doc(tmp_path, slm_upstream, llm_upstream, reload={"watch_s": 0.2})
+    _write(path, doc)
+    with BackgroundGateway(load_policy(path), path=path) as gw:
+        client = openai.OpenAI(base_url=gw.base_url, api_key=API_KEY, max_retries=0)
+
+        def version() -> str:
+            return client.chat.completions.with_raw_response.create(
+                model="auto", messages=SQL).headers["x-slmgw-policy-version"]
+
+        first = version()
+        doc["router"]["threshold"] = 0.42
+        _write(path, doc)
+        assert _wait(lambda: version() != first, within_s=10)
+        rows = _wait(lambda: _reload_rows(tmp_path))
+    assert rows[0][0] == "file watch" and rows[0][1] == 1
