@@ -121,9 +121,10 @@ class Reloader:
 
         new, retired = await rebuild(old, policy, digest, sections(result.changed))
         new.version = result.version
-        # The swap: two attribute writes with no await between them.
+        pipeline = Pipeline(new)  # its difficulty model was loaded once already by rebuild(): cannot fail now
+        # The swap: attribute writes with no await between them.
         self.app.state.services = new
-        self.app.state.pipeline = Pipeline(new)
+        self.app.state.pipeline = pipeline
         self.app.state.policy = policy
         if retired:
             task = asyncio.get_running_loop().create_task(_close_later(retired))
@@ -179,6 +180,9 @@ async def rebuild(old: Services, policy: Policy, digest: str, changed: set[str])
         router = await asyncio.to_thread(_router, old, policy, digest, build_router)
     costs = await asyncio.to_thread(CostModel.from_policy, policy) \
         if changed & (_DISPATCH | {"costs", "domains"}) else None
+    from router.difficulty import hard_gate
+
+    await asyncio.to_thread(hard_gate, policy)  # a difficulty model that does not load fails the reload here
     dispatcher = Dispatcher(policy)
     if changed & _DISPATCH:
         await dispatcher.start()
