@@ -124,3 +124,50 @@ def eval_cascade(
     for r in rows:
         typer.echo(f"{r.floor:>9.3f} {r.escalated_pct:>9.1f}% {r.quality:>8.1f} {r.cost_per_request:>10.5f} "
                    f"{r.gap_recovered_pct:>13.1f}%")
+
+
+@app.command("export-audits")
+def export_audits_cmd(
+    out: Annotated[Path, typer.Option("--out", help="JSONL to write ({text, slm_score, llm_score, ...}).")],
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Policy (its ledger.url).")] = None,
+    ledger_url: Annotated[str | None, typer.Option(help="Ledger database URL (instead of --config).")] = None,
+    since: Annotated[str, typer.Option(help="Start: 7d, 24h, 30m, 2w or an ISO date (UTC).")] = "30d",
+    until: Annotated[str | None, typer.Option(help="End (exclusive); default now.")] = None,
+    domain: Annotated[str | None, typer.Option(help="Only this domain's audits.")] = None,
+) -> None:
+    """Turn the ledger's audit verdicts into difficulty-model training labels (the user's own traffic)."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from gateway.audit.export import export_audits, jsonl
+    from gateway.config import PolicyError, load_policy
+    from gateway.ledger.store import create_engine, normalize_url
+    from gateway.reports.compute import ReportError, parse_time
+
+    try:
+        if ledger_url is None and config is None:
+            raise ValueError("give --config POLICY or --ledger-url URL")
+        base_dir = "."
+        if ledger_url is None:
+            assert config is not None
+            policy = load_policy(config)
+            ledger_url, base_dir = policy.ledger.url, policy.base_dir
+        start = parse_time(since)
+        end = parse_time(until) if until else datetime.now(UTC)
+        counts: dict[str, int] = {"exported": 0, "errors": 0, "no_text": 0}
+
+        async def run() -> list[dict[str, object]]:
+            engine = create_engine(normalize_url(ledger_url or "", base_dir))
+            try:
+                return await export_audits(engine, start, end, domain, counts)
+            finally:
+                await engine.dispose()
+
+        records = asyncio.run(run())
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text("".join(line + "\n" for line in jsonl(records)), encoding="utf-8")
+    except (PolicyError, ReportError, ValueError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"wrote {counts['exported']} records to {out} (skipped: {counts['errors']} without a verdict, "
+               f"{counts['no_text']} without stored text: audit.store_texts or ledger.store_prompts)")

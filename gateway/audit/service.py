@@ -175,8 +175,10 @@ class Auditor:
             slm_text, ref_text = answer_text(answer.body), job.served_text
             pt, ct = usage_tokens(answer.body)
             row["slm_cost_usd"] = extra = self.costs.route_cost("slm", job.slm_backend, answer.model, pt, ct)
-        if self.config.store_texts:
-            row.update(prompt_text=question, slm_answer=slm_text, reference_answer=ref_text)
+        if self.config.store_texts:  # the request as the ledger keeps prompts (chat messages as JSON)
+            from gateway.pipeline import prompt_text
+
+            row.update(prompt_text=prompt_text(job.kind, job.body), slm_answer=slm_text, reference_answer=ref_text)
         rubric = rubric_for(job.domain, self.config.rubrics)
         # Both orders at once: the SLM's answer as A, then as B.
         (p1, c1, e1), (p2, c2, e2) = await asyncio.gather(

@@ -4,6 +4,7 @@ all reached through litellm; clients use the openai SDK."""
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -151,7 +152,7 @@ def test_sampling_rate_per_domain_and_texts_opt_in(tmp_path: Path, slm_upstream:
         time.sleep(1.0)  # would-be audits of the sql requests would have landed by now
         rows = _rows(tmp_path)
     assert [r["domain"] for r in rows] == ["code"]
-    assert rows[0]["prompt_text"].startswith("user: Fix this python")
+    assert json.loads(rows[0]["prompt_text"]) == code  # the messages, as the ledger keeps prompts
     assert rows[0]["slm_answer"].startswith("[stand-in code]")
     assert rows[0]["reference_answer"].startswith("[stand-in gpt-4o-mini]")
 
