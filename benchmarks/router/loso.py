@@ -90,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-cache", action="store_true", help="recompute the out-of-source probabilities")
     ap.add_argument("--save-model", type=Path, help="write the final starter model here")
     ap.add_argument("--calls", type=int, default=3000, help="decide() calls timed")
+    ap.add_argument("--timing-set", choices=("pool", "eval"), default="pool",
+                    help="prompts decide() is timed on: 2,000 sampled across the pool (default) or eval.jsonl")
     ap.add_argument("--workdir", type=Path, default=Path("/tmp/slmgw-router-bench"))
     args = ap.parse_args(argv)
     root = starter.data_dir()
@@ -136,8 +138,11 @@ def main(argv: list[str] | None = None) -> int:
             out["previous_demo_in_style"] = _in_style(old)
     from benchmarks.router.run import latency
 
-    lat = latency(model, path, [e.text for e in pool[:: max(1, len(pool) // 2000)]], args.calls, repeats=3)
-    console.print(f"decide(): p50 {lat['p50']:.3f} ms, p99 {lat['p99']:.3f} ms (CPU p99 {lat['cpu_p99']:.3f} ms), "
+    timing = ([e.text for e in pool[:: max(1, len(pool) // 2000)]] if args.timing_set == "pool"
+              else [json.loads(line)["text"] for line in EVAL_FILE.read_text(encoding="utf-8").splitlines() if line])
+    lat = latency(model, path, timing, args.calls, repeats=3)
+    console.print(f"decide() on {args.timing_set} prompts: p50 {lat['p50']:.3f} ms,"
+                  f" p99 {lat['p99']:.3f} ms (CPU p99 {lat['cpu_p99']:.3f} ms), "
                   f"artifact {path.stat().st_size / 1e6:.1f} MB")
     out["latency_ms"] = lat
     out["artifact_mb"] = path.stat().st_size / 1e6
