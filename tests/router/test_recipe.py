@@ -21,6 +21,7 @@ from benchmarks.router.sources import (
 )
 from router.data import read_examples
 from router.examples import CHAT_FILE, DEMO_MODEL, GENERAL_FILE, TRAIN_FILE
+from router.features import TfidfFeaturizer
 from router.model import RouterModel, train
 
 TEXTS = ["join two tables in sql", "select count from orders group by day", "python list index error",
@@ -116,6 +117,7 @@ def test_demo_model_is_the_starter_recipe_with_out_of_source_thresholds() -> Non
 def test_multi_part_vector_is_the_weighted_sum_of_normalised_parts() -> None:
     model = RouterModel.load(DEMO_MODEL)
     f = model.featurizer
+    assert isinstance(f, TfidfFeaturizer)
     parts = [("now group it by month", 1.0), ("total revenue per store from the orders table", 0.5)]
     (idx, val), known = f.vector(parts)
     dense = np.zeros(len(f.idf), dtype=np.float64)
@@ -132,6 +134,7 @@ def test_multi_part_vector_is_the_weighted_sum_of_normalised_parts() -> None:
 
 def test_char_ngram_range_is_a_stored_featurizer_param(tmp_path) -> None:  # type: ignore[no-untyped-def]
     model = train(TEXTS, LABELS, featurizer_params={"char_min": 2, "char_max": 5})
+    assert isinstance(model.featurizer, TfidfFeaturizer)
     assert any(g.startswith("c") and len(g) == 3 for g in model.featurizer.analyze("ab"))  # "c ab"[:3]
     loaded = RouterModel.load(model.save(tmp_path / "m.npz"))
     assert loaded.featurizer.params()["char_min"] == 2
@@ -139,7 +142,7 @@ def test_char_ngram_range_is_a_stored_featurizer_param(tmp_path) -> None:  # typ
     assert np.allclose(loaded.predict_proba(probe), model.predict_proba(probe), atol=1e-5)
     # artifacts written before the parameter existed read as 3-5
     params = {k: v for k, v in model.featurizer.params().items() if k not in ("char_min", "char_max")}
-    old = type(model.featurizer).from_arrays(params, model.featurizer.arrays())
+    old = TfidfFeaturizer.from_arrays(params, model.featurizer.arrays())
     assert (old.params()["char_min"], old.params()["char_max"]) == (3, 5)
     # the demo model is built with the 2-5 range picked on validation
     demo = RouterModel.load(DEMO_MODEL)
