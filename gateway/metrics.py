@@ -25,8 +25,10 @@ def _label(value: str | None) -> str:
 
 
 def _reason_kind(reason: str) -> str:
-    # "slm_error:connect" stays as is; free text after a space is dropped to bound cardinality.
-    return reason.split(" ", 1)[0][:64] or "unknown"
+    # "slm_error:connect" stays as is; measurements are dropped to bound cardinality.
+    from gateway.records import escalation_kind
+
+    return escalation_kind(reason)[:64]
 
 
 class Metrics:

@@ -46,3 +46,15 @@ class RequestRecord:
     prompt_text: str | None = None
     """Only when the policy opts in to storing prompts."""
     extra: dict[str, str] = field(default_factory=dict)
+
+
+def escalation_kind(escalation: str) -> str:
+    """An escalation without its measurements, for reports and metrics: ``context_length:100+20>4096`` ->
+    ``context_length``, ``low_answer_confidence sql=-1.90<-1.20`` -> ``low_answer_confidence``, while
+    ``slm_error:timeout`` or ``unsupported:tools`` stay. Several reasons (``a,b``) keep their order."""
+    kinds = []
+    for part in escalation.split(","):
+        head = part.strip().split(" ", 1)[0]
+        name, sep, rest = head.partition(":")
+        kinds.append(name if sep and any(ch.isdigit() for ch in rest) else head)
+    return ",".join(k for k in kinds if k)[:128] or "unknown"

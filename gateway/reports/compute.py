@@ -95,7 +95,17 @@ class _Acc:
         self.usd: dict[str, list[float]] = defaultdict(list)
         self.routes: dict[str, int] = dict.fromkeys(ROUTES, 0)
         self.reasons: dict[str, int] = defaultdict(int)
+        self.reason_usd: dict[str, list[float]] = defaultdict(list)
         self.latency = Latencies()
+
+    def add_reason(self, escalation: str, count: int, cost_usd: float) -> None:
+        """Escalations are counted by kind (``escalation_kind``), with what the requests cost."""
+        from gateway.records import escalation_kind
+
+        kind = escalation_kind(escalation)
+        self.reasons[kind] += count
+        if cost_usd:
+            self.reason_usd[kind].append(cost_usd)
 
     def add_sums(self, row: Mapping[Any, Any]) -> None:
         for name in _SUMS:
@@ -118,6 +128,8 @@ class _Acc:
             self.routes[k] = self.routes.get(k, 0) + c
         for k, c in other.reasons.items():
             self.reasons[k] += c
+        for k, parts in other.reason_usd.items():
+            self.reason_usd[k].extend(parts)
         self.latency.add(other.latency)
 
     def fields(self) -> dict[str, Any]:
@@ -143,6 +155,8 @@ class _Acc:
             "slm_bound": slm_bound,
             "escalation_rate": _pct(escalations, slm_bound),
             "escalation_reasons": dict(sorted(self.reasons.items(), key=lambda kv: (-kv[1], kv[0]))),
+            "escalation_costs_usd": {k: _money(math.fsum(self.reason_usd.get(k, ()))) for k in
+                                     sorted(self.reasons, key=lambda k: (-self.reasons[k], k))},
             "latency_p50_ms": _ms(self.latency.percentile(50)),
             "latency_p95_ms": _ms(self.latency.percentile(95)),
             "shadow_requests": int(n["shadow_requests"]),

@@ -27,10 +27,10 @@ async def add_raw(conn: AsyncConnection, key: sa.ColumnElement[Any], where: sa.C
     by_route = sa.select(key, t.c.route, sa.func.count()).where(where).group_by(key, t.c.route)
     for k, route, count in (await conn.execute(by_route)).all():
         groups.get(str(k)).add_route(str(route), int(count))
-    reasons = (sa.select(key, t.c.escalation, sa.func.count())
+    reasons = (sa.select(key, t.c.escalation, sa.func.count(), sa.func.coalesce(sa.func.sum(t.c.cost_usd), 0.0))
                .where(where, t.c.escalation.is_not(None)).group_by(key, t.c.escalation))
-    for k, reason, count in (await conn.execute(reasons)).all():
-        groups.get(str(k)).reasons[str(reason)] += int(count)
+    for k, reason, count, cost in (await conn.execute(reasons)).all():
+        groups.get(str(k)).add_reason(str(reason), int(count), float(cost))
     lat = sa.select(key, t.c.route, t.c.latency_ms).where(where, t.c.status < 400)
     found: dict[tuple[str, str], list[float]] = {}
     for k, route, ms in (await conn.execute(lat)).all():

@@ -40,7 +40,7 @@ async def add_rollups(conn: AsyncConnection, r: sa.Table, by: str, where: sa.Col
         route, requests, escalation = str(row["route"]), int(row["requests"]), row["escalation"]
         acc.add_route(route, requests)
         if escalation is not None:
-            acc.reasons[str(escalation)] += requests
+            acc.add_reason(str(escalation), requests, float(row["cost_usd"] or 0.0))
             acc.n["escalations"] += requests
         if route == "slm" or escalation is not None:
             acc.n["slm_bound"] += requests

@@ -206,6 +206,7 @@ async def test_report_from_rollups_equals_report_from_raw_rows(ledger: Ledger) -
             for g in [rep["totals"], *rep["groups"]]:
                 for f in USD_FIELDS:
                     g[f] = Usd(g[f])
+                g["escalation_costs_usd"] = {k: Usd(v) for k, v in g["escalation_costs_usd"].items()}
         assert rolled == raw
         await rollup.mark_all(ledger.engine)  # next round starts from raw rows again
     assert_matches(await build_report(ledger.engine, since=since, until=until),
@@ -267,6 +268,7 @@ async def test_migration_0004_marks_existing_hours_for_backfill(store: str, tmp_
                 for g in [rep["totals"], *rep["groups"]]:
                     for f in USD_FIELDS:
                         g[f] = Usd(g[f])
+                    g["escalation_costs_usd"] = {k: Usd(v) for k, v in g["escalation_costs_usd"].items()}
             assert after["totals"]["requests"] == 400
             assert after["totals"] == before["totals"] and after["groups"] == before["groups"]
         finally:

@@ -68,6 +68,8 @@ async def test_totals_are_hand_computed(ledger: Ledger) -> None:
     assert (t["cache_hits"], t["cache_lookups"], t["cache_hit_rate"]) == (1, 6, 16.67)
     assert (t["escalations"], t["slm_bound"], t["escalation_rate"]) == (2, 4, 50.0)
     assert t["escalation_reasons"] == {"slm_error:connect": 1, "slm_error:timeout": 1}
+    # escalations by kind, with what the escalated requests cost (both went to gpt-4o: 1000 in, 500 out)
+    assert t["escalation_costs_usd"] == {"slm_error:connect": 0.0075, "slm_error:timeout": 0.0075}
     # successful latencies [2, 100, 200, 500, 600, 800, 1000]: p50 500; p95 at rank 5.7 = 800 + 0.7 * 200
     assert (t["latency_p50_ms"], t["latency_p95_ms"]) == (500.0, 940.0)
     assert t["latency_by_route"] == {
@@ -210,3 +212,13 @@ async def test_metrics_endpoint(ledger: Ledger) -> None:
     assert 'slmgw_escalations_total{reason="slm_error:timeout"} 1.0' in text
     assert 'slmgw_cache_lookups_total{result="hit"} 1.0' in text
     assert "slmgw_ledger_store_up 1.0" in text
+
+
+def test_escalations_are_counted_by_kind_without_their_measurements() -> None:
+    from gateway.records import escalation_kind
+
+    assert escalation_kind("context_length:3000+512>4096") == "context_length"
+    assert escalation_kind("low_answer_confidence sql=-1.90<-1.20") == "low_answer_confidence"
+    assert escalation_kind("slm_error:timeout") == "slm_error:timeout"
+    assert escalation_kind("unsupported:tools") == "unsupported:tools"
+    assert escalation_kind("slm_down:slm_unreachable,context_length:9+1>8") == "slm_down:slm_unreachable,context_length"
