@@ -194,6 +194,7 @@ def _side_table(data: dict[str, Any]) -> Table:
         side.add_row(route, _fmt(count), _fmt(lat.get("p50_ms")), _fmt(lat.get("p95_ms")))
     side.add_section()
     side.add_row("escalations", _fmt(totals["escalations"]), f"{totals['escalation_rate']:.1f}%", "")
+    costs = totals.get("escalation_costs_usd", {})
     for reason, count in totals["escalation_reasons"].items():
-        side.add_row(f"  {reason}", _fmt(count), "", "")
+        side.add_row(f"  {reason}", _fmt(count), "", f"cost {_fmt(costs.get(reason), True)}" if reason in costs else "")
     return side
