@@ -99,6 +99,9 @@ def create_app(policy: Policy, path: Path | None = None) -> FastAPI:
         finally:
             await triggers.close()
             await ops_store.close()
+            runner = getattr(app.state, "report_runner", None)  # the report process, if a report ran
+            if runner is not None:
+                runner.close()
             services = app.state.services  # the running policy's, after any reloads
             await stop_guards(services)
             await stop_audits(services)  # AUDIT: verdicts of finished audits are written or spilled

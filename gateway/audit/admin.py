@@ -43,7 +43,10 @@ async def reset_guardrail(request: Request) -> Response:
         raise InvalidRequest("Body must be JSON: {\"domain\": \"<name>\"}.", param="domain")
     services = _services(request)
     guards = services.guardrails if services is not None else None
-    if guards is None or services.auditor is None or domain not in guards.rules:
+    if guards is None or domain not in guards.rules:
         raise ModelNotFound(f"No guardrail for domain {domain!r}.", param="domain", code="guardrail_not_found")
-    services.auditor.reset(domain, actor="admin api")  # the audit process records it and tells the replicas
+    if services.auditor is not None:
+        services.auditor.reset(domain, actor="admin api")  # the audit process records it, tells the replicas
+    else:  # no audit process (nothing sampled): reset the shared state directly
+        await guards.reset(domain, actor="admin api")
     return JSONResponse({"domain": domain, "action": None})

@@ -32,12 +32,14 @@ async def start_audits(services: Services, metrics: Metrics) -> None:
         guardrails.metrics = audit_metrics
         guardrails._export()
         await guardrails.start()
-    services.auditor = AuditClient(policy, config, guardrails, audit_metrics)
-    await services.auditor.start()
     services.guardrails = guardrails
-    services.extras["audit"] = services.auditor
     if guardrails is not None:
         services.extras["guardrails"] = guardrails
+    if config.sample_rate <= 0 and not any(rate > 0 for rate in config.domain_rates.values()):
+        return  # nothing will be sampled (e.g. SLMGW_AUDIT_RATE unset): no audit process, no memory for it
+    services.auditor = AuditClient(policy, config, guardrails, audit_metrics)
+    await services.auditor.start()
+    services.extras["audit"] = services.auditor
 
 
 async def stop_audits(services: Services) -> None:
