@@ -335,3 +335,12 @@ async def test_raise_threshold_steps_up_bounded_and_alert_leaves_routing_alone(
     assert guards.states()["code"].action == "alert"
     assert guards.state("code") is None  # an alert changes no routing
     await services.close()
+
+
+def test_no_audit_process_when_nothing_is_sampled(tmp_path: Path, slm_upstream: StandinServer,
+                                                  llm_upstream: StandinServer, judge: StandinServer) -> None:
+    with BackgroundGateway(_policy(tmp_path, slm_upstream, llm_upstream, judge, sample_rate=0.0)) as gw:
+        assert gw.app.state.services.auditor is None  # no process costing memory for nothing
+        state = httpx.get(f"{gw.url}/admin/guardrails", headers=ADMIN).json()
+        assert state["audit"] is None
+        assert _client(gw).chat.completions.create(model="auto", messages=SQL).choices[0].message.content
