@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import threading
 from dataclasses import asdict
 from typing import Any
@@ -20,6 +21,8 @@ log = logging.getLogger(__name__)
 def main(policy_data: dict[str, Any], base_dir: str, jobs: Any, events: Any, log_level: int) -> None:
     """Process entry point: serve jobs until a ``("stop",)`` message (or the parent's queue closes)."""
     logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s audit-worker %(name)s: %(message)s")
+    with contextlib.suppress(OSError):  # audits wait; client requests on the same cores do not
+        os.nice(10)
     asyncio.run(_serve(policy_data, base_dir, jobs, events))
 
 
