@@ -176,16 +176,17 @@ async def test_reports_process_maintains_on_schedule(tmp_path: Path) -> None:
     since = datetime.fromtimestamp(now - 10 * 86400, UTC)
     before = await build_report(engine, since=since, by="tenant", refresh=False)
     async with app.router.lifespan_context(app):
-        for _ in range(200):
+        # The horizon is recorded first, then the expired rows are deleted in batches: wait for both.
+        horizon, oldest = None, None
+        for _ in range(400):
             async with engine.connect() as conn:
                 horizon = await rollup.pruned_before(conn)
-            if horizon is not None:
+                oldest = (await conn.execute(sa.select(sa.func.min(requests.c.ts)))).scalar_one()
+            if horizon is not None and oldest is not None and oldest >= horizon:
                 break
             await asyncio.sleep(0.05)
         assert horizon is not None and abs((datetime.now(UTC) - horizon).total_seconds() - 3 * 86400) < 3700
-        async with engine.connect() as conn:
-            oldest = (await conn.execute(sa.select(sa.func.min(requests.c.ts)))).scalar_one()
-        assert oldest >= horizon
+        assert oldest is not None and oldest >= horizon
         after = await build_report(engine, since=rollup.floor_hour(since), by="tenant")
     for key in ("requests", "prompt_tokens", "errors"):
         assert after["totals"][key] == before["totals"][key]
