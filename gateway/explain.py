@@ -12,10 +12,11 @@ import orjson
 from fastapi import APIRouter, Depends, Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.errors import GatewayError, InvalidRequest
+from gateway.errors import InvalidRequest
 from gateway.reports.admin import require_admin
 
 if TYPE_CHECKING:
+    from gateway.pipeline import Pipeline
     from gateway.services import Services
     from router.base import Decision
     from serving.dispatch import Kind
@@ -44,17 +45,21 @@ def _threshold(services: Services, domain: str | None) -> float | None:
 
 
 async def explain(services: Services, body: dict[str, Any], tenant: str = "default",
-                  headers: Mapping[str, str] | None = None, live: bool = True) -> dict[str, Any]:
+                  headers: Mapping[str, str] | None = None, live: bool = True,
+                  pipeline: Pipeline | None = None) -> dict[str, Any]:
     """The decision for ``body`` (a chat body unless it has ``prompt``); raises ``GatewayError`` for a
-    body the gateway would refuse (unknown model, ...)."""
+    body the gateway would refuse (unknown model, ...). ``pipeline``: the running one (its models are
+    loaded already); one is built for ``services`` otherwise."""
     from gateway.audit import hooks as audit_hooks
-    from gateway.pipeline import Pipeline
     from gateway.records import RequestRecord
     from serving.escalation import output_tokens, prompt_bounds, unsupported_feature
 
     kind: Kind = "completion" if "prompt" in body and "messages" not in body else "chat"
     body = {"model": "auto", **body}
-    pipeline = Pipeline(services)
+    if pipeline is None:
+        from gateway.pipeline import Pipeline
+
+        pipeline = Pipeline(services)
     first, targets = pipeline.resolve(kind, body)
     decision = first
     checks: list[dict[str, Any]] = []
@@ -108,9 +113,8 @@ async def explain_route(request: Request) -> Response:
         raise InvalidRequest("Body must be the JSON request body a client would send.") from None
     if not isinstance(body, dict) or not ("messages" in body or "prompt" in body):
         raise InvalidRequest("Body must be a chat (messages) or completion (prompt) request body.")
+    # The running services and pipeline, read once (as a request does): no model is loaded per call.
     services: Services = request.app.state.services
+    pipeline: Pipeline = request.app.state.pipeline
     tenant = request.query_params.get("tenant", "default")
-    try:
-        return JSONResponse(await explain(services, body, tenant, request.headers))
-    except GatewayError:
-        raise
+    return JSONResponse(await explain(services, body, tenant, request.headers, pipeline=pipeline))

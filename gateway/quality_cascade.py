@@ -9,7 +9,6 @@ floor its answer is discarded and the LLM's served, so an escalated request pays
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,32 +34,19 @@ class Row:
     gap_recovered_pct: float
 
 
-def _score(value: object, where: str) -> float:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, int | float) and 0.0 <= float(value) <= 1.0:
-        return float(value)
-    raise ValueError(f"{where}: score must be true/false or a number in [0, 1], got {value!r}")
-
-
 def read_replays(path: Path | str, slm_cost: float, llm_cost: float) -> list[Replay]:
+    from router.difficulty_train import jsonl_objects, parse_score
+
     out: list[Replay] = []
-    with Path(path).open(encoding="utf-8") as fh:
-        for i, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{i}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"{where}: not JSON ({exc.msg})") from None
-            lp = obj.get("answer_logprob") if isinstance(obj, dict) else None
-            if isinstance(lp, str):
-                lp = float(lp)  # the ledger's extra keeps it as text
-            if not isinstance(lp, int | float):
-                raise ValueError(f"{where}: needs a number 'answer_logprob'")
-            out.append(Replay(float(lp), _score(obj.get("slm_score"), where), _score(obj.get("llm_score"), where),
-                              float(obj.get("slm_cost_usd", slm_cost)), float(obj.get("llm_cost_usd", llm_cost))))
+    for where, obj in jsonl_objects(path):
+        lp = obj.get("answer_logprob") if isinstance(obj, dict) else None
+        if isinstance(lp, str):
+            lp = float(lp)  # the ledger's extra keeps it as text
+        if not isinstance(lp, int | float):
+            raise ValueError(f"{where}: needs a number 'answer_logprob'")
+        out.append(Replay(float(lp), parse_score(obj.get("slm_score"), where),
+                          parse_score(obj.get("llm_score"), where),
+                          float(obj.get("slm_cost_usd", slm_cost)), float(obj.get("llm_cost_usd", llm_cost))))
     return out
 
 

@@ -15,7 +15,7 @@ import hashlib
 import json
 import re
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,7 +65,8 @@ def strip_options(prompt: str) -> str:
     return _OPTIONS.sub("", text).strip()
 
 
-def _score(value: Any, where: str) -> float:
+def parse_score(value: Any, where: str) -> float:
+    """A correctness score: true/false (or their strings) or a number in [0, 1]; ``where`` names the line."""
     if isinstance(value, bool):
         return float(value)
     if isinstance(value, str) and value.strip().lower() in ("true", "false"):
@@ -75,24 +76,30 @@ def _score(value: Any, where: str) -> float:
     raise ValueError(f"{where}: score must be true/false or a number in [0, 1], got {value!r}")
 
 
+def jsonl_objects(path: Path | str) -> Iterator[tuple[str, Any]]:
+    """``(where, object)`` for each non-blank line of a JSONL file; a line that is not JSON raises
+    ``ValueError`` naming file and line (``where`` is ``path:line``)."""
+    with Path(path).open(encoding="utf-8") as fh:
+        for i, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            where = f"{path}:{i}"
+            try:
+                yield where, json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{where}: not JSON ({exc.msg})") from None
+
+
 def read_records(paths: Iterable[Path | str]) -> list[Record]:
     """JSONL records from each file, in order; a bad line raises ``ValueError`` naming file and line."""
     out: list[Record] = []
     for path in paths:
-        with Path(path).open(encoding="utf-8") as fh:
-            for i, line in enumerate(fh, 1):
-                if not line.strip():
-                    continue
-                where = f"{path}:{i}"
-                try:
-                    obj = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise ValueError(f"{where}: not JSON ({exc.msg})") from None
-                if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-                    raise ValueError(f"{where}: needs a string field 'text'")
-                extra = {k: v for k, v in obj.items() if k not in ("text", "slm_score", "llm_score")}
-                out.append(Record(obj["text"], _score(obj.get("slm_score"), where),
-                                  _score(obj.get("llm_score"), where), extra))
+        for where, obj in jsonl_objects(path):
+            if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+                raise ValueError(f"{where}: needs a string field 'text'")
+            extra = {k: v for k, v in obj.items() if k not in ("text", "slm_score", "llm_score")}
+            out.append(Record(obj["text"], parse_score(obj.get("slm_score"), where),
+                              parse_score(obj.get("llm_score"), where), extra))
     return out
 
 
@@ -109,8 +116,8 @@ def mmlu_records(folder: Path | str, exclude: Iterable[str] = ()) -> list[Record
             for row in csv.DictReader(fh):
                 if row["prompt"] in skip:
                     continue
-                out.append(Record(strip_options(row["prompt"]), _score(row[SLM_COLUMN], str(path)),
-                                  _score(row[LLM_COLUMN], str(path)),
+                out.append(Record(strip_options(row["prompt"]), parse_score(row[SLM_COLUMN], str(path)),
+                                  parse_score(row[LLM_COLUMN], str(path)),
                                   {"subject": subject, "group": MMLU_GROUPS.get(subject, "other")}))
     return out
 

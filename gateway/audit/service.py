@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from gateway.audit.judge import Judgement, Pick, combine, judge_request, parse_pick, rubric_for
 from gateway.audit.tables import AUDITS
-from gateway.audit.texts import answer_text, request_text, usage_tokens
+from gateway.audit.texts import answer_text, request_text
+from gateway.cache.entry import entry_tokens
 from gateway.ids import new_id
 
 if TYPE_CHECKING:
@@ -173,7 +174,7 @@ class Auditor:
             answer = await self.dispatcher.run(job.kind, job.body, [Target("slm", job.slm_backend)], False)
             assert answer.body is not None
             slm_text, ref_text = answer_text(answer.body), job.served_text
-            pt, ct = usage_tokens(answer.body)
+            pt, ct = entry_tokens(answer.body.get("usage"))
             row["slm_cost_usd"] = extra = self.costs.route_cost("slm", job.slm_backend, answer.model, pt, ct)
         if self.config.store_texts:  # the request as the ledger keeps prompts (chat messages as JSON)
             from gateway.pipeline import prompt_text
@@ -206,7 +207,7 @@ class Auditor:
         return await (llm.chat if kind == "chat" else llm.completion)(name, backend, payload)
 
     def _llm_cost(self, name: str, completion: dict[str, Any]) -> float:
-        pt, ct = usage_tokens(completion)
+        pt, ct = entry_tokens(completion.get("usage"))
         return self.costs.route_cost("llm", name, self.policy.llm_backends[name].model, pt, ct)
 
     def _account(self, extra_cost: float, row: dict[str, Any]) -> None:

@@ -61,9 +61,3 @@ def stream_text(chunks: Iterable[Mapping[str, Any]]) -> str:
                     parts.append(choice["text"])
     return _cut("".join(parts))
 
-
-def usage_tokens(completion: Mapping[str, Any]) -> tuple[int, int]:
-    usage = completion.get("usage") or {}
-    if not isinstance(usage, dict):
-        return 0, 0
-    return int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)
